@@ -1,0 +1,2 @@
+//! Protobuf messages and gRPC services shared by the certflow services.
+#![forbid(unsafe_code)]

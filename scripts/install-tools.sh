@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Builds the local control plane's binaries from the Go module proxy:
+# etcd, kube-apiserver, kube-controller-manager, kubectl and nats-server.
+#
+# Versions come from scripts/tool-versions.env. Binaries are cached per version
+# set under ${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools/<versions>/bin and a
+# binary already there is not rebuilt. Nothing is written inside the repository.
+#
+# Usage: scripts/install-tools.sh          build what is missing
+#        scripts/install-tools.sh --print  print the bin directory and exit
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tool-versions.env
+source "$here/tool-versions.env"
+
+cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools"
+tag="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_nats-${NATS_SERVER_VERSION}"
+prefix="$cache_root/$tag"
+bin="$prefix/bin"
+work="$prefix/work"
+
+if [[ "${1:-}" == "--print" ]]; then
+  echo "$bin"
+  exit 0
+fi
+
+log() { printf '[install-tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+command -v go >/dev/null || die "go is not on PATH; install Go 1.26 (e.g. apt-get install golang-go, or from the Go toolchain image)"
+mkdir -p "$bin" "$work"
+export GOFLAGS="-mod=mod"
+export CGO_ENABLED=0
+
+have() { [[ -x "$bin/$1" ]]; }
+
+build_nats() {
+  have nats-server && return 0
+  log "building nats-server $NATS_SERVER_VERSION"
+  GOBIN="$bin" go install "github.com/nats-io/nats-server/v2@${NATS_SERVER_VERSION}" \
+    || die "go install nats-server@${NATS_SERVER_VERSION}"
+}
+
+build_etcd() {
+  have etcd && return 0
+  log "building etcd $ETCD_VERSION (wrapper module around etcdmain.Main)"
+  local dir="$work/etcd"
+  rm -rf "$dir" && mkdir -p "$dir"
+  cat >"$dir/main.go" <<'GO'
+// Command etcd runs etcd's own entry point; it exists because
+// go.etcd.io/etcd/server/v3 cannot be `go install`ed directly.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (
+    cd "$dir"
+    go mod init certflow.local/etcd >/dev/null 2>&1
+    go get "go.etcd.io/etcd/server/v3@${ETCD_VERSION}" >/dev/null
+    go mod tidy >/dev/null
+    go build -trimpath -o "$bin/etcd" .
+  ) || die "building etcd ${ETCD_VERSION} in $dir"
+}
+
+build_kubernetes() {
+  if have kube-apiserver && have kube-controller-manager && have kubectl; then return 0; fi
+  local v="$KUBERNETES_VERSION" staging="v0.${KUBERNETES_VERSION#v1.}"
+  local major=1 minor
+  minor=$(echo "$v" | cut -d. -f2)
+  log "building kube-apiserver, kube-controller-manager, kubectl $v (staging modules $staging)"
+  local dir="$work/kubernetes"
+  rm -rf "$dir" && mkdir -p "$dir"
+  (
+    cd "$dir"
+    local upstream_mod
+    upstream_mod=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    [[ -f "$upstream_mod" ]] || { echo "could not download k8s.io/kubernetes@$v" >&2; exit 1; }
+    {
+      echo "module certflow.local/kubernetes"
+      grep -E '^go [0-9]' "$upstream_mod"
+      grep -E '^godebug' "$upstream_mod" || true
+      echo "require k8s.io/kubernetes $v"
+      # Every staging module the upstream go.mod points at ./staging is
+      # replaced with its published version instead.
+      grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$upstream_mod" \
+        | awk -v s="$staging" '{print "replace " $1 " => " $1 " " s}'
+    } >go.mod
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+    go mod tidy -e >/dev/null 2>tidy.log || { cat tidy.log >&2; exit 1; }
+    local ld="-s -w"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+      ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    done
+    for cmd in kube-apiserver kube-controller-manager kubectl; do
+      have "$cmd" && continue
+      log "  go build $cmd"
+      go build -trimpath -ldflags "$ld" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd" || exit 1
+    done
+  ) || die "building Kubernetes $v in $dir (see the go output above)"
+}
+
+start=$(date +%s)
+build_nats
+build_etcd
+build_kubernetes
+for b in etcd kube-apiserver kube-controller-manager kubectl nats-server; do
+  have "$b" || die "$b missing from $bin after the build"
+done
+log "tools ready in $bin ($(($(date +%s) - start))s)"
+echo "$bin"
