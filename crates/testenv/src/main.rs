@@ -1,0 +1,63 @@
+//! `certflow-testenv`: runs the local control plane until interrupted, for
+//! the demo, benchmarks and poking around by hand.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// Run a local control plane (etcd, kube-apiserver, kube-controller-manager,
+/// nats-server with JetStream) on loopback until SIGINT or SIGTERM.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Directory for state, credentials and logs; created if missing and
+    /// wiped first, because a previous run's etcd data would not match the
+    /// new credentials.
+    #[arg(long, env = "CERTFLOW_TESTENV_DIR", default_value = ".env-state")]
+    dir: PathBuf,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube_client::client::builder=off".into()),
+        )
+        .init();
+    let args = Args::parse();
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("removing the old {}", args.dir.display()))?;
+    }
+    let dir = std::path::absolute(&args.dir)?;
+    let env = certflow_testenv::TestEnv::start_in(dir.clone()).await?;
+
+    let env_file = dir.join("env.sh");
+    std::fs::write(
+        &env_file,
+        format!(
+            "export KUBECONFIG={}\nexport CERTFLOW_NATS_URL={}\nexport PATH={}:$PATH\n",
+            env.kubeconfig().display(),
+            env.nats_url(),
+            env.tools().bin_dir.display(),
+        ),
+    )?;
+    for (name, pid) in env.pids() {
+        println!("{name} pid={pid}");
+    }
+    println!("kube-apiserver: {}", env.api_url());
+    println!("nats: {}", env.nats_url());
+    println!("logs: {}", dir.display());
+    println!("ready: source {}", env_file.display());
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    println!("stopping the local control plane");
+    drop(env);
+    Ok(())
+}

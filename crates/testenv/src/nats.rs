@@ -1,0 +1,95 @@
+//! A JetStream-enabled nats-server with file storage on a loopback port.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result, io};
+use crate::process::{ManagedProcess, free_ports};
+
+/// A nats-server process. Its store directory survives [`Self::restart`], so
+/// tests can show that JetStream's file storage keeps messages.
+#[derive(Debug)]
+pub struct NatsServer {
+    process: ManagedProcess,
+    url: String,
+    port: u16,
+    store: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts nats-server with JetStream storing under `dir`.
+    pub fn start(binary: &Path, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        let [port] = free_ports()?;
+        let store = dir.join("jetstream");
+        let args = vec![
+            "--addr".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--jetstream".into(),
+            "--store_dir".into(),
+            store.display().to_string(),
+            "--server_name".into(),
+            "certflow-testenv".into(),
+        ];
+        let process =
+            ManagedProcess::start("nats-server", binary, args, dir.join("nats-server.log"))?;
+        Ok(Self {
+            process,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            store,
+        })
+    }
+
+    pub fn process(&self) -> &ManagedProcess {
+        &self.process
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store_dir(&self) -> &Path {
+        &self.store
+    }
+
+    /// Waits until a client can connect and JetStream answers.
+    pub async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.process.check_running()?;
+            if let Ok(client) = async_nats::connect(&self.url).await {
+                let js = async_nats::jetstream::new(client);
+                if js.query_account().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotReady {
+                    process: "nats-server".into(),
+                    seconds: 30,
+                    log: self.process.log_path().to_owned(),
+                    tail: self.process.tail(30),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILLs the server (no clean shutdown).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the server again on the same port and store, and waits for it.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.process.restart()?;
+        self.wait_ready().await
+    }
+}

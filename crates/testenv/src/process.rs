@@ -1,0 +1,209 @@
+//! Child processes that never outlive the test process.
+//!
+//! Every child is started through `setpriv --pdeathsig KILL`, so the kernel
+//! kills it when the thread that spawned it exits, even if the test process
+//! is killed with SIGKILL and no destructor runs. Because the signal follows
+//! the *spawning thread*, all children are spawned from one dedicated thread
+//! that lives as long as the process, not from a tokio worker that may retire.
+//! `ManagedProcess` also kills its child on drop, for the ordinary case.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::error::{Error, Result, io};
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `command` from the long-lived spawner thread.
+fn spawn_from_keeper_thread(command: Command) -> std::io::Result<Child> {
+    static KEEPER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("testenv-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+                // The channel lives in a static, so this loop ends only with
+                // the process; parking keeps the thread (and its children) alive.
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("the spawner thread starts");
+        Mutex::new(requests)
+    });
+    let (reply, answer) = mpsc::channel();
+    keeper
+        .lock()
+        .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
+        .send((command, reply))
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?
+}
+
+/// One running child with its log file.
+#[derive(Debug)]
+pub struct ManagedProcess {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ManagedProcess {
+    /// Starts `program` with `args`, appending stdout and stderr to `log`.
+    pub fn start(name: &str, program: &Path, args: Vec<String>, log: PathBuf) -> Result<Self> {
+        let mut process = Self {
+            name: name.to_owned(),
+            program: program.to_owned(),
+            args,
+            log,
+            child: None,
+        };
+        process.spawn()?;
+        Ok(process)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(io(format!("opening {}", self.log.display())))?;
+        let err = out.try_clone().map_err(io("duplicating the log handle"))?;
+        let mut command = Command::new("setpriv");
+        command
+            .arg("--pdeathsig")
+            .arg("KILL")
+            .arg("--")
+            .arg(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = spawn_from_keeper_thread(command).map_err(io(format!(
+            "starting {} ({})",
+            self.name,
+            self.program.display()
+        )))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Fails with the log's tail if the child has already exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            return Err(Error::Other(format!("{} is stopped", self.name)));
+        };
+        match child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(Error::Exited {
+                process: self.name.clone(),
+                status: status.to_string(),
+                log: self.log.clone(),
+                tail: tail(&self.log, 30),
+            }),
+            Err(source) => Err(Error::Io {
+                what: format!("waiting for {}", self.name),
+                source,
+            }),
+        }
+    }
+
+    /// Sends SIGKILL and reaps the child. Safe to call twice.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `grace` before killing.
+    pub fn terminate(&mut self, grace: Duration) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                self.child = None;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
+
+    /// Starts the same command again (after `kill` or `terminate`).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// The last `lines` lines of the log, for error messages.
+    pub fn tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `lines` lines of a file, or a note that it could not be read.
+pub fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(err) => format!("(cannot read {}: {err})", path.display()),
+    }
+}
+
+/// `N` distinct free TCP ports on 127.0.0.1. All listeners are held until
+/// every port is chosen, so the ports differ; they are released before use,
+/// so another process could take one in between, which shows up as a clear
+/// start-up failure rather than a silent clash.
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let mut listeners = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    for port in &mut ports {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+        *port = listener
+            .local_addr()
+            .map_err(io("reading the free port"))?
+            .port();
+        listeners.push(listener);
+    }
+    Ok(ports)
+}

@@ -1,0 +1,111 @@
+//! Where the binaries built by `scripts/install-tools.sh` live.
+//!
+//! The versions are read from `scripts/tool-versions.env`, the one place they
+//! are pinned, so this path always agrees with the installer's cache layout.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The repository root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The binaries of the local control plane, resolved and checked to exist.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub etcd: PathBuf,
+    pub kube_apiserver: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub kubectl: PathBuf,
+    pub nats_server: PathBuf,
+    pub bin_dir: PathBuf,
+}
+
+impl Tools {
+    /// Finds the tools in `CERTFLOW_TOOLS_BIN` when set, else in the
+    /// installer's per-version cache directory. A missing binary is an error
+    /// that names the command which builds it.
+    pub fn locate() -> Result<Self> {
+        let bin_dir = match std::env::var_os("CERTFLOW_TOOLS_BIN") {
+            Some(dir) => PathBuf::from(dir),
+            None => cache_bin_dir()?,
+        };
+        let find = |tool: &'static str| -> Result<PathBuf> {
+            let path = bin_dir.join(tool);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(Error::ToolMissing { tool, path })
+            }
+        };
+        Ok(Self {
+            etcd: find("etcd")?,
+            kube_apiserver: find("kube-apiserver")?,
+            kube_controller_manager: find("kube-controller-manager")?,
+            kubectl: find("kubectl")?,
+            nats_server: find("nats-server")?,
+            bin_dir,
+        })
+    }
+}
+
+/// Mirrors the cache layout of `scripts/install-tools.sh`.
+fn cache_bin_dir() -> Result<PathBuf> {
+    let path = repo_root().join("scripts/tool-versions.env");
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Versions {
+        path: path.clone(),
+        source,
+    })?;
+    let versions = parse_env(&text);
+    let get = |key: &str| versions.get(key).map(String::as_str).unwrap_or("unknown");
+    let tag = format!(
+        "k8s-{}_etcd-{}_nats-{}",
+        get("KUBERNETES_VERSION"),
+        get("ETCD_VERSION"),
+        get("NATS_SERVER_VERSION")
+    );
+    let cache = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"),
+    };
+    Ok(cache.join("certflow/tools").join(tag).join("bin"))
+}
+
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_versions_file_names_every_tool() {
+        let text = std::fs::read_to_string(repo_root().join("scripts/tool-versions.env"))
+            .expect("tool-versions.env is readable");
+        let versions = parse_env(&text);
+        for key in ["KUBERNETES_VERSION", "ETCD_VERSION", "NATS_SERVER_VERSION"] {
+            let value = versions
+                .get(key)
+                .unwrap_or_else(|| panic!("{key} is pinned"));
+            assert!(value.starts_with('v'), "{key}={value} looks like a version");
+        }
+    }
+
+    #[test]
+    fn a_missing_tool_names_the_install_command() {
+        let err = Error::ToolMissing {
+            tool: "etcd",
+            path: PathBuf::from("/nowhere/etcd"),
+        };
+        assert!(err.to_string().contains("scripts/install-tools.sh"));
+    }
+}
