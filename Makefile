@@ -1,0 +1,35 @@
+# certflow — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help prerequisites tools build test test-unit crds env lint fmt clean-env
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+prerequisites: ## install the Debian packages the build needs, when missing
+	@scripts/prerequisites.sh
+
+tools: prerequisites ## build etcd, kube-apiserver, kube-controller-manager, kubectl, nats-server (cached per version)
+	@scripts/install-tools.sh >/dev/null
+
+build: tools ## build every crate, tests included
+	$(CARGO) build --workspace --all-targets
+
+test: build ## run every test, unit and end-to-end, against the real local control plane
+	$(CARGO) test --workspace --no-fail-fast
+	@scripts/check-no-orphans.sh
+
+crds: ## regenerate deploy/crds from the Rust types
+	$(CARGO) run -q -p certflow-api --bin crdgen
+
+env: tools ## run a local control plane in the foreground (state in .env-state/)
+	$(CARGO) run -q -p certflow-testenv -- --dir .env-state
+
+lint: ## formatting and clippy
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

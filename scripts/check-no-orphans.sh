@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Fails when a control-plane process built by install-tools.sh is still
+# running: tests must never leave etcd, kube-apiserver, kube-controller-manager
+# or nats-server behind, even when they fail.
+set -euo pipefail
+bin=$("$(dirname "$0")/install-tools.sh" --print)
+# Children die through PR_SET_PDEATHSIG when their test binary exits; give the
+# kernel a moment to deliver it.
+for _ in $(seq 50); do
+  pgrep -f "^$bin/" >/dev/null || { echo "no control-plane processes left behind"; exit 0; }
+  sleep 0.1
+done
+echo "orphaned control-plane processes:" >&2
+pgrep -af "^$bin/" >&2
+exit 1

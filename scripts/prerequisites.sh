@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the system packages certflow's build and tests need, when missing:
+# a C toolchain and cmake (aws-lc-rs), openssl (tests verify certificates with
+# `openssl verify`) and setpriv from util-linux (test processes die with their
+# owner). Go and Rust are expected on PATH and are checked, not installed.
+set -euo pipefail
+
+missing=()
+for pair in gcc:gcc make:make cmake:cmake openssl:openssl setpriv:util-linux pgrep:procps; do
+  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+if ((${#missing[@]})); then
+  echo "[prerequisites] installing: ${missing[*]}" >&2
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "[prerequisites] not root: run 'sudo apt-get update && sudo apt-get install -y ${missing[*]}'" >&2
+    exit 1
+  fi
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+fi
+command -v go >/dev/null || { echo "Go 1.26 is required on PATH to build the control plane (https://go.dev/doc/install)" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "Rust (cargo) is required on PATH: https://rustup.rs" >&2; exit 1; }
