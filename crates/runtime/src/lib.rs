@@ -1,2 +1,27 @@
-//! Service plumbing shared by the certflow binaries: telemetry, health, metrics, shutdown.
+//! Plumbing every certflow service binary shares, so that each `main.rs` is
+//! wiring: the common flags ([`CommonArgs`]), logging ([`telemetry`]), gRPC
+//! health for Kubernetes probes ([`health`]), Prometheus metrics
+//! ([`metrics`]), graceful shutdown on SIGTERM ([`Shutdown`]) and the NATS
+//! connection ([`connect_nats`]); [`Service`] runs them in order. This crate
+//! never touches Kubernetes, never names a subject or stream (that is
+//! `certflow-bus`), and holds no business logic.
 #![forbid(unsafe_code)]
+
+mod args;
+mod error;
+pub mod health;
+pub mod metrics;
+pub mod nats;
+mod server;
+mod service;
+mod shutdown;
+pub mod telemetry;
+
+pub use args::{CommonArgs, LogFormat, parse_duration};
+pub use error::RuntimeError;
+pub use health::HealthHandle;
+pub use metrics::Metrics;
+pub use nats::connect_nats;
+pub use server::RunningServer;
+pub use service::Service;
+pub use shutdown::Shutdown;

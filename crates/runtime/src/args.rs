@@ -1,0 +1,247 @@
+//! Command-line flags every certflow service shares.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use certflow_bus::Topology;
+
+use crate::RuntimeError;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, for terminals.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Flags shared by every service; `#[command(flatten)]` them into the
+/// service's own `clap::Parser`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CommonArgs {
+    /// Log line format.
+    #[arg(long, env = "CERTFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Which log lines to write, in RUST_LOG syntax (e.g. `info,certflow_signer=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long,
+        env = "CERTFLOW_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+
+    /// NATS credentials file (JWT and NKey seed), if the server requires one.
+    #[arg(long, env = "CERTFLOW_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// NATS user name; needs --nats-password.
+    #[arg(long, env = "CERTFLOW_NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+
+    /// NATS password; needs --nats-user.
+    #[arg(
+        long,
+        env = "CERTFLOW_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user"
+    )]
+    pub nats_password: Option<String>,
+
+    /// How long to keep retrying the first NATS connection before giving up
+    /// (e.g. `90s`, `2m`).
+    #[arg(long, env = "CERTFLOW_NATS_CONNECT_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub nats_connect_timeout: Duration,
+
+    /// Prefix of every NATS subject and (upper-cased) stream name; lets
+    /// several installations or test runs share one NATS server.
+    #[arg(long, env = "CERTFLOW_BUS_PREFIX", default_value = certflow_bus::settings::DEFAULT_PREFIX)]
+    pub bus_prefix: String,
+
+    /// Replicas of each JetStream stream (1 for a single server, 3 for a cluster).
+    #[arg(long, env = "CERTFLOW_BUS_REPLICAS", default_value_t = 1)]
+    pub bus_replicas: usize,
+
+    /// Address of the gRPC health server (grpc.health.v1, for Kubernetes probes).
+    #[arg(long, env = "CERTFLOW_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    pub health_addr: SocketAddr,
+
+    /// Address of the HTTP server that serves Prometheus metrics at /metrics.
+    #[arg(long, env = "CERTFLOW_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// How long in-flight work may take to finish after SIGTERM (e.g. `30s`).
+    #[arg(long, env = "CERTFLOW_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl CommonArgs {
+    /// The bus topology named by `--bus-prefix` and `--bus-replicas`.
+    pub fn topology(&self) -> Result<Topology, RuntimeError> {
+        Ok(Topology::new(&self.bus_prefix)?.with_replicas(self.bus_replicas)?)
+    }
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30s, 2m or 500ms"))?;
+    let duration = match unit {
+        "" | "s" => Duration::from_secs(value),
+        "ms" => Duration::from_millis(value),
+        "m" => Duration::from_secs(value.saturating_mul(60)),
+        "h" => Duration::from_secs(value.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "{text:?} has unknown unit {unit:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<CommonArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("certflow-test").chain(args.iter().copied()))
+            .map(|cli| cli.common)
+    }
+
+    // Tests read defaults without touching the process environment, so they
+    // stay correct when CERTFLOW_* or RUST_LOG happen to be set: only flags
+    // whose env var is unset are compared with their default.
+    fn env_unset(name: &str) -> bool {
+        std::env::var_os(name).is_none()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ports_and_prefix() {
+        let args = parse(&[]);
+        let args = match args {
+            Ok(args) => args,
+            Err(error) => panic!("no flags are required: {error}"),
+        };
+        if env_unset("CERTFLOW_NATS_URL") {
+            assert_eq!(args.nats_url, "nats://127.0.0.1:4222");
+        }
+        if env_unset("CERTFLOW_BUS_PREFIX") {
+            assert_eq!(args.bus_prefix, "certflow");
+        }
+        if env_unset("CERTFLOW_HEALTH_ADDR") {
+            assert_eq!(args.health_addr.to_string(), "0.0.0.0:8081");
+        }
+        if env_unset("CERTFLOW_METRICS_ADDR") {
+            assert_eq!(args.metrics_addr.to_string(), "0.0.0.0:9090");
+        }
+        if env_unset("CERTFLOW_SHUTDOWN_GRACE") {
+            assert_eq!(args.shutdown_grace, Duration::from_secs(30));
+        }
+        if env_unset("CERTFLOW_LOG_FORMAT") {
+            assert_eq!(args.log_format, LogFormat::Text);
+        }
+        if env_unset("RUST_LOG") {
+            assert_eq!(args.log_filter, "info");
+        }
+        if env_unset("CERTFLOW_NATS_CREDS") {
+            assert_eq!(args.nats_creds, None);
+        }
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let args = parse(&[
+            "--log-format",
+            "json",
+            "--log-filter",
+            "debug",
+            "--nats-url",
+            "nats://nats:4222",
+            "--bus-prefix",
+            "e2e",
+            "--bus-replicas",
+            "3",
+            "--health-addr",
+            "127.0.0.1:1",
+            "--metrics-addr",
+            "127.0.0.1:2",
+            "--shutdown-grace",
+            "5s",
+        ]);
+        let args = match args {
+            Ok(args) => args,
+            Err(error) => panic!("valid flags: {error}"),
+        };
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.log_filter, "debug");
+        assert_eq!(args.nats_url, "nats://nats:4222");
+        assert_eq!(args.health_addr.port(), 1);
+        assert_eq!(args.metrics_addr.port(), 2);
+        assert_eq!(args.shutdown_grace, Duration::from_secs(5));
+        let topology = args.topology().ok();
+        assert_eq!(topology.as_ref().map(Topology::prefix), Some("e2e"));
+        assert_eq!(topology.map(|t| t.replicas()), Some(3));
+    }
+
+    #[test]
+    fn a_user_without_a_password_is_refused() {
+        assert!(parse(&["--nats-user", "signer"]).is_err());
+        assert!(parse(&["--nats-user", "signer", "--nats-password", "pw"]).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_log_format_is_refused() {
+        assert!(parse(&["--log-format", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn a_bad_bus_prefix_is_reported_when_the_topology_is_built() {
+        let args = parse(&["--bus-prefix", "Bad.Prefix"]);
+        assert!(args.is_ok_and(|a| a.topology().is_err()));
+    }
+
+    #[test]
+    fn every_flag_has_help_text() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        for arg in command.get_arguments() {
+            if arg.get_id() == "help" {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
+        }
+    }
+
+    #[test]
+    fn durations_accept_common_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

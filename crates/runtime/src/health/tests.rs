@@ -1,0 +1,92 @@
+//! The health server on loopback, queried with tonic-health's own client.
+
+use tonic::transport::Endpoint;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus as Wire;
+use tonic_health::pb::health_client::HealthClient;
+
+use super::*;
+
+async fn status(addr: SocketAddr) -> Wire {
+    let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(endpoint) => endpoint,
+        Err(error) => panic!("endpoint: {error}"),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(error) => panic!("connect to the health server: {error}"),
+    };
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    match response {
+        Ok(response) => response.into_inner().status(),
+        Err(status) => panic!("health check: {status}"),
+    }
+}
+
+async fn start(dependencies: &[&str]) -> (HealthHandle, RunningServer) {
+    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+    match serve(addr, dependencies).await {
+        Ok(started) => started,
+        Err(error) => panic!("health server starts on loopback: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn a_service_is_not_serving_until_its_dependencies_are_ready() {
+    let (handle, server) = start(&["nats", "kubernetes"]).await;
+    let addr = server.local_addr();
+    assert_eq!(status(addr).await, Wire::NotServing);
+
+    handle.set_ready("nats", true).await;
+    assert_eq!(status(addr).await, Wire::NotServing);
+
+    handle.set_ready("kubernetes", true).await;
+    assert_eq!(status(addr).await, Wire::Serving);
+
+    handle.set_ready("nats", false).await;
+    assert_eq!(status(addr).await, Wire::NotServing);
+
+    assert!(server.stop().await.is_ok());
+}
+
+#[tokio::test]
+async fn shutting_down_wins_over_ready_dependencies() {
+    let (handle, server) = start(&["nats"]).await;
+    handle.set_ready("nats", true).await;
+    assert_eq!(status(server.local_addr()).await, Wire::Serving);
+
+    handle.set_shutting_down().await;
+    assert_eq!(status(server.local_addr()).await, Wire::NotServing);
+    assert!(!handle.is_serving());
+
+    assert!(server.stop().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_service_without_dependencies_serves_at_once() {
+    let (handle, server) = start(&[]).await;
+    assert!(handle.is_serving());
+    assert_eq!(status(server.local_addr()).await, Wire::Serving);
+    assert!(server.stop().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_taken_port_is_reported_with_the_server_name() {
+    let (_handle, server) = start(&[]).await;
+    let error = serve(server.local_addr(), &[]).await.err();
+    assert!(
+        matches!(
+            error,
+            Some(RuntimeError::Bind {
+                server: "health",
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    assert!(server.stop().await.is_ok());
+}

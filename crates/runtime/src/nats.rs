@@ -1,0 +1,107 @@
+//! Connecting to NATS at start-up, with retries, and reporting the
+//! connection's reachability to the health handle afterwards.
+
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::{CommonArgs, HealthHandle, RuntimeError, Shutdown};
+
+/// Name of the health dependency that tracks the NATS connection.
+pub const NATS_DEPENDENCY: &str = "nats";
+
+/// First delay between connection attempts; doubles up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Connects to `--nats-url` as `connection_name` (shown by `nats server
+/// report connections`), retrying with exponential backoff for up to
+/// `--nats-connect-timeout` while NATS is not yet reachable (it often starts
+/// alongside the service). Once connected the client reconnects on its own,
+/// and every disconnect and reconnect flips the `nats` dependency of
+/// `health`. Returns early with [`RuntimeError::ShutdownWhileConnecting`] if
+/// `shutdown` fires.
+pub async fn connect_nats(
+    args: &CommonArgs,
+    connection_name: &str,
+    health: &HealthHandle,
+    shutdown: &Shutdown,
+) -> Result<Client, RuntimeError> {
+    let deadline = Instant::now() + args.nats_connect_timeout;
+    let mut delay = FIRST_RETRY_DELAY;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let options = options(args, connection_name, health).await?;
+        let attempt = tokio::select! {
+            attempt = options.connect(args.nats_url.as_str()) => attempt,
+            () = shutdown.requested() => {
+                return Err(RuntimeError::ShutdownWhileConnecting { url: args.nats_url.clone() });
+            }
+        };
+        match attempt {
+            Ok(client) => {
+                info!(url = %args.nats_url, attempts, "connected to NATS");
+                health.set_ready(NATS_DEPENDENCY, true).await;
+                return Ok(client);
+            }
+            Err(source) if Instant::now() + delay >= deadline => {
+                return Err(RuntimeError::NatsConnect {
+                    url: args.nats_url.clone(),
+                    attempts,
+                    source,
+                });
+            }
+            Err(error) => {
+                warn!(url = %args.nats_url, attempts, %error, retry_in_ms = delay.as_millis(), "NATS not reachable yet");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.requested() => {
+                        return Err(RuntimeError::ShutdownWhileConnecting { url: args.nats_url.clone() });
+                    }
+                }
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        }
+    }
+}
+
+async fn options(
+    args: &CommonArgs,
+    connection_name: &str,
+    health: &HealthHandle,
+) -> Result<ConnectOptions, RuntimeError> {
+    let health = health.clone();
+    let mut options = ConnectOptions::new()
+        .name(connection_name)
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| report_event(health.clone(), event));
+    if let Some(path) = &args.nats_creds {
+        options = options.credentials_file(path).await.map_err(|source| {
+            RuntimeError::NatsCredentials {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
+    match (&args.nats_user, &args.nats_password) {
+        (Some(user), Some(password)) => {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        (None, None) => {}
+        _ => return Err(RuntimeError::NatsUserWithoutPassword),
+    }
+    Ok(options)
+}
+
+/// Logs a connection event and mirrors reachability into `health`.
+async fn report_event(health: HealthHandle, event: Event) {
+    match event {
+        Event::Connected => health.set_ready(NATS_DEPENDENCY, true).await,
+        Event::Disconnected | Event::Closed => health.set_ready(NATS_DEPENDENCY, false).await,
+        Event::LameDuckMode => warn!("NATS server entered lame duck mode"),
+        other => warn!(event = %other, "NATS client event"),
+    }
+}
