@@ -14,6 +14,7 @@ use certflow_api::{
     format_go_duration, parse_go_duration,
 };
 
+use crate::context::ISSUER_FIELD;
 use crate::names::is_valid_dns_name;
 use crate::reason::Reason;
 use crate::suggest;
@@ -27,8 +28,6 @@ pub const NAMESPACE_PLACEHOLDER: &str = "{namespace}";
 const LISTED_PATTERNS: usize = 6;
 /// Policy entries considered per list (the CRD allows 64).
 const MAX_POLICY_ENTRIES: usize = 64;
-/// Field path of the issuer reference.
-const ISSUER_FIELD: &str = "spec.issuerRef.name";
 
 fn ca(issuer: &str) -> String {
     format!("CertificateAuthority {}", quote(issuer))
