@@ -16,6 +16,7 @@ mod server;
 mod service;
 mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use args::{CommonArgs, LogFormat, parse_duration};
 pub use error::RuntimeError;

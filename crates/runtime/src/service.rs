@@ -24,7 +24,8 @@ pub struct Service {
 }
 
 impl Service {
-    /// Installs logging, the SIGTERM/SIGINT handlers and the health and
+    /// Installs logging, the TLS crypto provider ([`crate::tls`]), the
+    /// SIGTERM/SIGINT handlers and the health and
     /// metrics servers. `name` (e.g. `certflow-signer`) names the NATS
     /// connection and, with `-` turned into `_`, prefixes every metric.
     /// Health reports NOT_SERVING until every one of `dependencies` (e.g.
@@ -46,6 +47,7 @@ impl Service {
         args: CommonArgs,
         dependencies: &[&str],
     ) -> Result<Self, RuntimeError> {
+        crate::tls::install_crypto_provider();
         let shutdown = Shutdown::on_signals(args.shutdown_grace)?;
         let (health, health_server) = health::serve(args.health_addr, dependencies).await?;
         let metrics = Metrics::new(&name.replace('-', "_"));
@@ -130,3 +132,6 @@ impl Service {
         metrics.and(health)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -160,20 +160,4 @@ mod tests {
         let result = shutdown.drain(std::future::pending::<()>()).await;
         assert_eq!(result, None);
     }
-
-    #[cfg(unix)]
-    #[tokio::test]
-    async fn sigterm_requests_shutdown() {
-        let shutdown = Shutdown::on_signals(Duration::from_secs(1));
-        let shutdown = match shutdown {
-            Ok(shutdown) => shutdown,
-            Err(error) => panic!("signal handlers install: {error}"),
-        };
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &std::process::id().to_string()])
-            .status();
-        assert!(status.is_ok_and(|s| s.success()));
-        let fired = tokio::time::timeout(Duration::from_secs(10), shutdown.requested()).await;
-        assert!(fired.is_ok(), "SIGTERM did not request shutdown");
-    }
 }
