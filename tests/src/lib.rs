@@ -2,6 +2,8 @@
 //! conditions with a deadline, and running `kubectl` with its output checked.
 #![forbid(unsafe_code)]
 
+pub mod services;
+
 use std::future::Future;
 use std::process::Output;
 use std::time::{Duration, Instant};

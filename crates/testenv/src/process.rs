@@ -55,6 +55,7 @@ pub struct ManagedProcess {
     name: String,
     program: PathBuf,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -62,10 +63,22 @@ pub struct ManagedProcess {
 impl ManagedProcess {
     /// Starts `program` with `args`, appending stdout and stderr to `log`.
     pub fn start(name: &str, program: &Path, args: Vec<String>, log: PathBuf) -> Result<Self> {
+        Self::start_with_env(name, program, args, Vec::new(), log)
+    }
+
+    /// Like [`Self::start`], with extra environment variables.
+    pub fn start_with_env(
+        name: &str,
+        program: &Path,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> Result<Self> {
         let mut process = Self {
             name: name.to_owned(),
             program: program.to_owned(),
             args,
+            envs,
             log,
             child: None,
         };
@@ -87,6 +100,7 @@ impl ManagedProcess {
             .arg("--")
             .arg(&self.program)
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

@@ -1,0 +1,74 @@
+//! The signer's one error type. Whether to retry and which metric label to
+//! use come from the variant, never from the message text.
+
+/// Why a work item could not be finished this time.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API, {action}: {source}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("message bus: {0}")]
+    Bus(#[from] certflow_bus::BusError),
+
+    #[error("certificate generation: {0}")]
+    Pki(#[from] certflow_pki::PkiError),
+
+    #[error("the work item payload cannot be decoded: {0}")]
+    Undecodable(#[source] prost::DecodeError),
+
+    #[error("a blocking task failed: {0}")]
+    Join(#[source] tokio::task::JoinError),
+
+    #[error("ServiceCertificate {namespace}/{name}: {message}")]
+    InvalidObject {
+        namespace: String,
+        name: String,
+        message: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube { action, source }
+    }
+
+    /// Transient errors are retried with backoff; the rest end the work item
+    /// as a reported failure (or a dead letter when it cannot be decoded).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Kube { source, .. } => kube_error_is_transient(source),
+            Self::Bus(err) => err.is_transient(),
+            Self::Join(_) => true,
+            Self::Pki(_) | Self::Undecodable(_) | Self::InvalidObject { .. } => false,
+        }
+    }
+
+    /// A short, stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "kube",
+            Self::Bus(_) => "bus",
+            Self::Join(_) => "join",
+            Self::Pki(_) => "pki",
+            Self::Undecodable(_) => "undecodable",
+            Self::InvalidObject { .. } => "invalid_object",
+        }
+    }
+}
+
+/// Conflicts, throttling, server errors and connection failures pass; a
+/// 4xx that is not a conflict or throttle means the request itself is wrong,
+/// but 401/403 are treated as transient too: RBAC being fixed by an operator
+/// must not turn every queued item into a permanent failure.
+fn kube_error_is_transient(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => {
+            matches!(status.code, 401 | 403 | 409 | 429) || status.code >= 500
+        }
+        _ => true,
+    }
+}

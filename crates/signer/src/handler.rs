@@ -1,0 +1,427 @@
+//! Observes one work item at a time; writes the ServiceCertificate's Secret
+//! and status and publishes the outcome; never touches a Secret without
+//! certflow's managed label, and never writes when nothing changed.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use certflow_api::condition::{READY, set_condition};
+use certflow_api::{Condition, ConditionStatus, ServiceCertificate};
+use certflow_bus::{Publisher, TraceId};
+use certflow_diagnostics::Violation;
+use certflow_pki::{Inspection, PrivateKey};
+use certflow_proto::v1::{Failed, Issued, Outcome, SCHEMA_VERSION, WorkItem, outcome};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt as _};
+use tracing::{debug, info, instrument};
+
+use crate::Error;
+use crate::authority::{Authorities, Issuer};
+use crate::metrics::Metrics;
+use crate::plan::{Plan, plan, renewal_time};
+use crate::request::{key_spec, leaf_request, rfc3339, secret};
+
+/// What became of a work item that was handled without error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// A new certificate was written.
+    Issued { serial: String },
+    /// The Secret was already right; at most the status was updated.
+    UpToDate,
+    /// The request was refused and reported (reason word).
+    Failed { reason: &'static str },
+    /// Nothing to do: the object is gone, replaced, or has a newer generation.
+    Skipped { why: &'static str },
+}
+
+/// Issues certificates for work items.
+#[derive(Clone)]
+pub struct Handler {
+    client: Client,
+    authorities: Arc<Authorities>,
+    publisher: Publisher,
+    metrics: Metrics,
+    field_manager: String,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("field_manager", &self.field_manager)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler {
+    pub fn new(
+        client: Client,
+        authorities: Arc<Authorities>,
+        publisher: Publisher,
+        metrics: Metrics,
+        field_manager: &str,
+    ) -> Self {
+        Self {
+            client,
+            authorities,
+            publisher,
+            metrics,
+            field_manager: field_manager.to_owned(),
+        }
+    }
+
+    /// Handles `item`. Returns an error only for what a retry may fix; a
+    /// request that can never succeed is reported and returns `Failed`.
+    #[instrument(skip_all, fields(namespace = %item.namespace, name = %item.name, generation = item.generation, trace_id = %trace))]
+    pub async fn handle(&self, item: &WorkItem, trace: &TraceId) -> Result<Handled, Error> {
+        let scerts: Api<ServiceCertificate> = Api::namespaced(self.client.clone(), &item.namespace);
+        let Some(scert) = scerts
+            .get_opt(&item.name)
+            .await
+            .map_err(Error::kube("reading the ServiceCertificate"))?
+        else {
+            return Ok(Handled::Skipped { why: "deleted" });
+        };
+        if scert.uid().as_deref() != Some(item.uid.as_str()) {
+            return Ok(Handled::Skipped { why: "replaced" });
+        }
+        if scert.metadata.generation.unwrap_or_default() > item.generation {
+            return Ok(Handled::Skipped {
+                why: "stale_generation",
+            });
+        }
+        let issuer = match self.authorities.resolve(&scert).await? {
+            Ok(issuer) => issuer,
+            Err(violation) => return self.refuse(&scert, item, trace, violation).await,
+        };
+        if let Some(violation) = certflow_diagnostics::diagnose(
+            &scert.spec,
+            &item.namespace,
+            &issuer.name,
+            issuer.policy.as_ref(),
+        ) {
+            return self.refuse(&scert, item, trace, violation).await;
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &item.namespace);
+        let existing = secrets
+            .get_opt(&scert.spec.secret_name)
+            .await
+            .map_err(Error::kube("reading the Secret"))?;
+        let now = SystemTime::now();
+        match plan(
+            &scert,
+            existing.as_ref(),
+            issuer.authority.fingerprint(),
+            now,
+        ) {
+            Plan::Refuse(violation) => self.refuse(&scert, item, trace, violation).await,
+            Plan::UpToDate(inspection) => {
+                self.confirm(&scert, item, trace, &issuer, &Summary::from(&inspection))
+                    .await?;
+                Ok(Handled::UpToDate)
+            }
+            Plan::Issue { why, reuse_key } => {
+                debug!(why = why.as_str(), "issuing");
+                let key = match reuse_key {
+                    Some(pem) => PrivateKey::from_pem(&pem)?,
+                    None => self.generate_key(key_spec(&scert.spec)).await?,
+                };
+                let request = leaf_request(&scert.spec, now, issuer.authority.not_after())
+                    .map_err(|message| Error::InvalidObject {
+                        namespace: item.namespace.clone(),
+                        name: item.name.clone(),
+                        message,
+                    })?;
+                let issued = issuer.authority.issue(&request, &key)?;
+                let desired = secret(
+                    &scert,
+                    &issuer.name,
+                    &issued,
+                    &key.to_pkcs8_pem(),
+                    issuer.authority.cert_pem(),
+                );
+                self.write_secret(&secrets, existing.as_ref(), &desired)
+                    .await?;
+                self.confirm(&scert, item, trace, &issuer, &Summary::from(&issued))
+                    .await?;
+                self.metrics.issued(why.as_str());
+                info!(serial = %issued.serial, why = why.as_str(), secret = %scert.spec.secret_name, "certificate issued");
+                Ok(Handled::Issued {
+                    serial: issued.serial,
+                })
+            }
+        }
+    }
+
+    /// Generates a key off the async workers: RSA takes tens of milliseconds.
+    async fn generate_key(&self, spec: certflow_pki::KeySpec) -> Result<PrivateKey, Error> {
+        let metrics = self.metrics.clone();
+        let key = tokio::task::spawn_blocking(move || {
+            metrics.time_key_generation(|| PrivateKey::generate(spec))
+        })
+        .await
+        .map_err(Error::Join)??;
+        Ok(key)
+    }
+
+    /// Reports a work item that will not be retried any more (its
+    /// deliveries ran out, or it failed in a way no retry fixes) to the
+    /// ServiceCertificate's owner, if the object still exists.
+    pub async fn give_up(
+        &self,
+        item: &WorkItem,
+        trace: &TraceId,
+        attempts: u32,
+        error: &Error,
+    ) -> Result<(), Error> {
+        let scerts: Api<ServiceCertificate> = Api::namespaced(self.client.clone(), &item.namespace);
+        let Some(scert) = scerts
+            .get_opt(&item.name)
+            .await
+            .map_err(Error::kube("reading the ServiceCertificate"))?
+        else {
+            return Ok(());
+        };
+        let violation = certflow_diagnostics::retries_exhausted(attempts, &error.to_string());
+        self.refuse(&scert, item, trace, violation)
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates the Secret if none exists (create fails if one appeared in
+    /// the meantime, so a Secret someone else just made is never taken), or
+    /// server-side-applies it with the read resourceVersion as a
+    /// precondition, so a concurrent edit is never overwritten blindly.
+    async fn write_secret(
+        &self,
+        secrets: &Api<Secret>,
+        existing: Option<&Secret>,
+        desired: &Secret,
+    ) -> Result<(), Error> {
+        let name = desired.name_any();
+        match existing {
+            None => {
+                let params = PostParams {
+                    field_manager: Some(self.field_manager.clone()),
+                    ..PostParams::default()
+                };
+                secrets
+                    .create(&params, desired)
+                    .await
+                    .map_err(Error::kube("creating the Secret"))?;
+            }
+            Some(current) => {
+                let mut desired = desired.clone();
+                desired.metadata.resource_version = current.resource_version();
+                let mut applied = serde_json::to_value(&desired).unwrap_or_default();
+                applied["apiVersion"] = "v1".into();
+                applied["kind"] = "Secret".into();
+                let params = PatchParams::apply(&self.field_manager).force();
+                secrets
+                    .patch(&name, &params, &Patch::Apply(&applied))
+                    .await
+                    .map_err(Error::kube("applying the Secret"))?;
+            }
+        }
+        self.metrics.secret_written();
+        Ok(())
+    }
+
+    /// Records success in status and publishes the `Issued` outcome, unless
+    /// status already says exactly this (then nothing is written).
+    async fn confirm(
+        &self,
+        scert: &ServiceCertificate,
+        item: &WorkItem,
+        trace: &TraceId,
+        issuer: &Issuer,
+        cert: &Summary,
+    ) -> Result<(), Error> {
+        let generation = scert.metadata.generation.unwrap_or_default();
+        let status = scert.status.clone().unwrap_or_default();
+        let already = status.observed_generation == Some(generation)
+            && status.serial_number.as_deref() == Some(cert.serial.as_str())
+            && scert.ready_condition().is_some_and(Condition::is_true);
+        if already {
+            return Ok(());
+        }
+        let renewal = renewal_time(scert, cert.not_before, cert.not_after);
+        let mut conditions = status.conditions;
+        let message = format!(
+            "Certificate issued by CertificateAuthority {:?} into Secret {:?}; valid until {}.",
+            issuer.name,
+            scert.spec.secret_name,
+            rfc3339(cert.not_after)
+        );
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::True, "Issued", message, generation),
+            now(),
+        );
+        let patch = serde_json::json!({
+            "status": {
+                "conditions": conditions,
+                "observedGeneration": generation,
+                "notBefore": rfc3339(cert.not_before),
+                "notAfter": rfc3339(cert.not_after),
+                "renewalTime": rfc3339(renewal),
+                "serialNumber": cert.serial,
+                "lastFailure": null,
+                "failedAttempts": 0,
+            }
+        });
+        self.patch_status(scert, &patch).await?;
+        let outcome = self.outcome(
+            scert,
+            item,
+            outcome::Result::Issued(Issued {
+                serial_number: cert.serial.clone(),
+                not_before: Some(timestamp(cert.not_before)),
+                not_after: Some(timestamp(cert.not_after)),
+                issuer: issuer.name.clone(),
+            }),
+        );
+        self.publisher.publish_outcome(&outcome, trace).await?;
+        Ok(())
+    }
+
+    /// Records a permanent failure in status and publishes the `Failed`
+    /// outcome that the reporter turns into Events.
+    async fn refuse(
+        &self,
+        scert: &ServiceCertificate,
+        item: &WorkItem,
+        trace: &TraceId,
+        violation: Violation,
+    ) -> Result<Handled, Error> {
+        let name = scert.name_any();
+        let message = violation.sentence(&name);
+        let generation = scert.metadata.generation.unwrap_or_default();
+        let status = scert.status.clone().unwrap_or_default();
+        let attempts = status.failed_attempts.unwrap_or_default().saturating_add(1);
+        let mut conditions = status.conditions;
+        set_condition(
+            &mut conditions,
+            ready(
+                ConditionStatus::False,
+                violation.reason.as_str(),
+                message.clone(),
+                generation,
+            ),
+            now(),
+        );
+        let patch = serde_json::json!({
+            "status": {
+                "conditions": conditions,
+                "observedGeneration": generation,
+                "lastFailure": {
+                    "reason": violation.reason.as_str(),
+                    "message": message,
+                    "fieldPath": violation.field,
+                    "value": violation.value,
+                    "time": rfc3339(SystemTime::now()),
+                },
+                "failedAttempts": attempts,
+            }
+        });
+        self.patch_status(scert, &patch).await?;
+        let outcome = self.outcome(
+            scert,
+            item,
+            outcome::Result::Failed(Failed {
+                reason: violation.reason.as_str().to_owned(),
+                field_path: violation.field.clone(),
+                value: violation.value.clone(),
+                message: message.clone(),
+                suggestion: violation.suggestion.clone().unwrap_or_default(),
+                permanent: true,
+                attempts,
+            }),
+        );
+        self.publisher.publish_outcome(&outcome, trace).await?;
+        self.metrics.failed(violation.reason.as_str());
+        info!(reason = violation.reason.as_str(), field = %violation.field, %message, "request refused");
+        Ok(Handled::Failed {
+            reason: violation.reason.as_str(),
+        })
+    }
+
+    async fn patch_status(
+        &self,
+        scert: &ServiceCertificate,
+        patch: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let api: Api<ServiceCertificate> =
+            Api::namespaced(self.client.clone(), &scert.namespace().unwrap_or_default());
+        api.patch_status(
+            &scert.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(Error::kube("writing ServiceCertificate status"))?;
+        Ok(())
+    }
+
+    fn outcome(
+        &self,
+        scert: &ServiceCertificate,
+        item: &WorkItem,
+        result: outcome::Result,
+    ) -> Outcome {
+        Outcome {
+            schema_version: SCHEMA_VERSION,
+            namespace: item.namespace.clone(),
+            name: item.name.clone(),
+            uid: item.uid.clone(),
+            generation: scert.metadata.generation.unwrap_or_default(),
+            secret_name: scert.spec.secret_name.clone(),
+            result: Some(result),
+            occurred_at: Some(timestamp(SystemTime::now())),
+            work_id: item.dedup_id.clone(),
+        }
+    }
+}
+
+fn ready(status: ConditionStatus, reason: &str, message: String, generation: i64) -> Condition {
+    let mut condition = Condition::new(READY, status, reason, message);
+    condition.observed_generation = Some(generation);
+    condition
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}
+
+/// What status records about the certificate in the Secret.
+#[derive(Debug)]
+struct Summary {
+    serial: String,
+    not_before: SystemTime,
+    not_after: SystemTime,
+}
+
+impl From<&Inspection> for Summary {
+    fn from(inspection: &Inspection) -> Self {
+        Self {
+            serial: inspection.serial.clone(),
+            not_before: inspection.not_before,
+            not_after: inspection.not_after,
+        }
+    }
+}
+
+impl From<&certflow_pki::Issued> for Summary {
+    fn from(issued: &certflow_pki::Issued) -> Self {
+        Self {
+            serial: issued.serial.clone(),
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Observes the shared durable `signer` consumer; acknowledges a work item
+//! only after every write it implies succeeded; never drops one silently:
+//! each ends acknowledged, retried later, or dead-lettered and reported.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use certflow_bus::delivery::{ack, dead_letter_for, decode_work, retry_later, terminate};
+use certflow_bus::{Publisher, Retry, RetryPolicy};
+use futures::StreamExt as _;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, error, info, info_span, warn};
+
+use crate::Error;
+use crate::handler::{Handled, Handler};
+use crate::metrics::Metrics;
+
+/// Pulls work items and handles up to `concurrency` at once.
+#[derive(Debug)]
+pub struct Worker {
+    pub handler: Handler,
+    pub consumer: PullConsumer,
+    pub publisher: Publisher,
+    pub retry: RetryPolicy,
+    pub metrics: Metrics,
+    pub concurrency: usize,
+}
+
+impl Worker {
+    /// Runs until `shutdown` fires, then stops pulling and waits for the
+    /// items in hand to finish. Items pulled but not started are simply not
+    /// acknowledged; JetStream redelivers them to another replica.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(this.concurrency.max(1)));
+        let mut in_flight = JoinSet::new();
+        'pull: while !shutdown.is_cancelled() {
+            let mut messages = match this
+                .consumer
+                .stream()
+                .max_messages_per_batch(this.concurrency.max(1))
+                .messages()
+                .await
+            {
+                Ok(messages) => messages,
+                Err(err) => {
+                    warn!(error = %err, "cannot pull from the work stream; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break 'pull,
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue 'pull,
+                    }
+                }
+            };
+            loop {
+                let slot = tokio::select! {
+                    () = shutdown.cancelled() => break 'pull,
+                    slot = slots.clone().acquire_owned() => slot,
+                };
+                let Ok(slot) = slot else { break 'pull };
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => break 'pull,
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        let this = this.clone();
+                        in_flight.spawn(async move {
+                            this.process(message).await;
+                            drop(slot);
+                        });
+                    }
+                    Some(Err(err)) => {
+                        warn!(error = %err, "pulling work items failed; re-subscribing");
+                        continue 'pull;
+                    }
+                    None => continue 'pull,
+                }
+                while in_flight.try_join_next().is_some() {}
+            }
+        }
+        info!(in_flight = in_flight.len(), "draining in-flight work items");
+        while in_flight.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    async fn process(&self, message: async_nats::jetstream::Message) {
+        let started = Instant::now();
+        let delivery = match decode_work(&message) {
+            Ok(delivery) => delivery,
+            Err(err) => {
+                error!(error = %err, subject = %message.subject, "undecodable work item; dead-lettering it");
+                self.dead_letter(&message, &err).await;
+                self.metrics.handled("dead_letter", started);
+                return;
+            }
+        };
+        let item = &delivery.message;
+        let trace = delivery.info.trace_id_or_new();
+        let span = info_span!("work_item", namespace = %item.namespace, name = %item.name, trace_id = %trace, delivered = delivery.info.delivered);
+        async {
+            match self.handler.handle(item, &trace).await {
+                Ok(handled) => {
+                    if let Err(err) = ack(&message).await {
+                        // Redelivered later; the handler is idempotent.
+                        warn!(error = %err, "acknowledgement failed");
+                    }
+                    self.metrics.handled(label(&handled), started);
+                }
+                Err(err) if err.is_transient() => match self.retry.after_failed_delivery(delivery.info.delivered) {
+                    Retry::After(delay) => {
+                        warn!(error = %err, ?delay, "transient failure; retrying later");
+                        self.metrics.retried(err.kind());
+                        if let Err(nak) = retry_later(&message, delay).await {
+                            warn!(error = %nak, "negative acknowledgement failed; JetStream redelivers after the ack wait");
+                        }
+                        self.metrics.handled("retry", started);
+                    }
+                    Retry::Exhausted => self.give_up(&message, item, &trace, delivery.info.delivered, &err, started).await,
+                },
+                Err(err) => self.give_up(&message, item, &trace, delivery.info.delivered, &err, started).await,
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// Reports the failure to the owner, keeps the item as a dead letter and
+    /// ends its deliveries.
+    async fn give_up(
+        &self,
+        message: &async_nats::jetstream::Message,
+        item: &certflow_proto::v1::WorkItem,
+        trace: &certflow_bus::TraceId,
+        delivered: u64,
+        err: &Error,
+        started: Instant,
+    ) {
+        error!(error = %err, delivered, "giving up on work item");
+        let attempts = u32::try_from(delivered).unwrap_or(u32::MAX);
+        if let Err(report) = self.handler.give_up(item, trace, attempts, err).await {
+            warn!(error = %report, "could not report the failure to the ServiceCertificate");
+        }
+        self.dead_letter(message, err).await;
+        self.metrics.handled("gave_up", started);
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &async_nats::jetstream::Message,
+        err: &(dyn std::error::Error + Send + Sync + 'static),
+    ) {
+        let dead = dead_letter_for(message, err);
+        match self.publisher.publish_dead_letter(&dead, None).await {
+            Ok(_) => {
+                self.metrics.dead_lettered();
+                if let Err(term) = terminate(message).await {
+                    warn!(error = %term, "terminating the dead-lettered item failed");
+                }
+            }
+            // Leave it unacknowledged: it comes back and is tried again.
+            Err(publish) => warn!(error = %publish, "dead-letter publish failed"),
+        }
+    }
+}
+
+fn label(handled: &Handled) -> &'static str {
+    match handled {
+        Handled::Issued { .. } => "issued",
+        Handled::UpToDate => "up_to_date",
+        Handled::Failed { .. } => "failed",
+        Handled::Skipped { .. } => "skipped",
+    }
+}

@@ -1,0 +1,226 @@
+//! Observes ServiceCertificates, CertificateAuthorities and the Secrets
+//! carrying certflow's managed label; writes work items to JetStream; never
+//! writes to the Kubernetes API and never caches Secrets without that label.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use certflow_api::{CertificateAuthority, ServiceCertificate, labels};
+use certflow_bus::{Publisher, TraceId};
+use certflow_proto::v1::{SCHEMA_VERSION, WorkItem};
+use certflow_runtime::HealthHandle;
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Client, ResourceExt as _};
+use rand::Rng as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+use crate::Error;
+use crate::decide::{Decision, Observed, decide};
+use crate::metrics::Metrics;
+
+/// Settings of the reconcile loop.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often a refused request is looked at again when nothing visible
+    /// changed.
+    pub failure_retry: Duration,
+    /// The largest random delay added to a renewal, so certificates issued
+    /// together do not all renew in the same second.
+    pub renewal_jitter: Duration,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Watch only this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+}
+
+/// An API for a namespaced kind, scoped to `namespace` when given.
+fn scoped<K>(client: Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client, namespace),
+        None => Api::all(client),
+    }
+}
+
+/// What every reconcile shares.
+#[derive(Debug)]
+struct Context {
+    publisher: Publisher,
+    secrets: Store<Secret>,
+    cas: Store<CertificateAuthority>,
+    settings: Settings,
+    metrics: Metrics,
+    /// The last dedup id published per object, so an unchanged situation is
+    /// not queued again after JetStream's de-duplication window has passed.
+    published: Mutex<HashMap<String, String>>,
+}
+
+/// Runs the watches and the reconcile loop until `shutdown` fires.
+pub async fn run(
+    client: Client,
+    publisher: Publisher,
+    settings: Settings,
+    metrics: Metrics,
+    health: HealthHandle,
+    shutdown: CancellationToken,
+) {
+    let namespace = settings.namespace.clone();
+    let namespace = namespace.as_deref();
+    let managed = watcher::Config::default().labels(labels::MANAGED_SELECTOR);
+    let (secrets, secret_writer) = reflector::store();
+    let secret_cache = watcher(scoped::<Secret>(client.clone(), namespace), managed.clone())
+        .default_backoff()
+        .reflect(secret_writer)
+        .for_each(|_| async {});
+    let (cas, ca_writer) = reflector::store();
+    let ca_cache = watcher(
+        Api::<CertificateAuthority>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(ca_writer)
+    .for_each(|_| async {});
+    tokio::spawn(secret_cache);
+    tokio::spawn(ca_cache);
+    let _ = secrets.wait_until_ready().await;
+    let _ = cas.wait_until_ready().await;
+    health.set_ready("kubernetes", true).await;
+
+    let scerts = scoped::<ServiceCertificate>(client.clone(), namespace);
+    let controller = Controller::new(scerts, watcher::Config::default()).with_config(
+        kube::runtime::controller::Config::default().concurrency(settings.concurrency),
+    );
+    let store = controller.store();
+    let context = Arc::new(Context {
+        publisher,
+        secrets,
+        cas,
+        settings,
+        metrics,
+        published: Mutex::default(),
+    });
+    controller
+        .watches(
+            scoped::<Secret>(client.clone(), namespace),
+            managed,
+            |secret| {
+                let name = secret
+                    .annotations()
+                    .get(labels::SERVICE_CERTIFICATE)?
+                    .clone();
+                Some(ObjectRef::new(&name).within(&secret.namespace()?))
+            },
+        )
+        .watches(
+            Api::<CertificateAuthority>::all(client),
+            watcher::Config::default(),
+            move |ca| {
+                let name = ca.name_any();
+                let is_default = ca.spec.is_default();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|scert| match scert.spec.issuer_name() {
+                        Some(issuer) => issuer == name,
+                        None => is_default,
+                    })
+                    .map(|scert| ObjectRef::from_obj(scert.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                warn!(error = %err, "reconcile failed");
+            }
+        })
+        .await;
+    info!("watcher stopped");
+}
+
+#[instrument(skip_all, fields(namespace = scert.namespace().unwrap_or_default(), name = %scert.name_any()))]
+async fn reconcile(scert: Arc<ServiceCertificate>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = scert.namespace().unwrap_or_default();
+    let secret = ctx
+        .secrets
+        .get(&ObjectRef::new(&scert.spec.secret_name).within(&namespace));
+    let issuer = match scert.spec.issuer_name() {
+        Some(name) => ctx.cas.get(&ObjectRef::new(name)),
+        None => ctx.cas.state().into_iter().find(|ca| ca.spec.is_default()),
+    };
+    let now = SystemTime::now();
+    let observed = Observed {
+        secret: secret.as_deref(),
+        issuer: issuer.as_deref(),
+        now,
+        failure_retry: ctx.settings.failure_retry,
+    };
+    match decide(&scert, observed) {
+        Decision::Publish {
+            trigger,
+            dedup_id,
+            detail,
+        } => {
+            let uid = scert.uid().unwrap_or_default();
+            let already = ctx.lock().get(&uid) == Some(&dedup_id);
+            if !already {
+                let item = WorkItem {
+                    schema_version: SCHEMA_VERSION,
+                    namespace,
+                    name: scert.name_any(),
+                    uid: uid.clone(),
+                    generation: scert.metadata.generation.unwrap_or_default(),
+                    trigger: trigger.into(),
+                    detail,
+                    requested_at: Some(prost_types::Timestamp::from(now)),
+                    dedup_id: dedup_id.clone(),
+                };
+                let trace = TraceId::generate();
+                let receipt = ctx.publisher.publish_work(&item, &trace).await?;
+                ctx.metrics
+                    .published(trigger.as_str_name(), receipt.duplicate);
+                info!(trigger = trigger.as_str_name(), %dedup_id, duplicate = receipt.duplicate, trace_id = %trace, "work item published");
+                ctx.lock().insert(uid, dedup_id);
+            }
+            // The signer's writes bring the object back here; this is a
+            // safety net should they never come.
+            Ok(Action::requeue(ctx.settings.failure_retry))
+        }
+        Decision::WaitUntil(renewal) => {
+            let wait = renewal.duration_since(now).unwrap_or_default()
+                + jitter(ctx.settings.renewal_jitter);
+            Ok(Action::requeue(wait))
+        }
+        Decision::Idle => Ok(Action::await_change()),
+    }
+}
+
+fn error_policy(_scert: Arc<ServiceCertificate>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error(error.kind());
+    Action::requeue(Duration::from_secs(2) + jitter(Duration::from_secs(3)))
+}
+
+fn jitter(max: Duration) -> Duration {
+    let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    if millis == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(rand::rng().random_range(0..millis))
+}
+
+impl Context {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

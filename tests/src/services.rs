@@ -1,0 +1,186 @@
+//! certflow's own services as separate processes against the shared local
+//! control plane, isolated per test: their own bus prefix (streams), their
+//! own control-plane namespace for CA key pairs, and a watcher scoped to the
+//! test's namespace.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use certflow_testenv::process::{ManagedProcess, free_ports};
+use certflow_testenv::{TestEnv, unique_name};
+
+/// The binary `name` built next to this test binary (`make test` builds
+/// every binary before running tests).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build --workspace` (`make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// One running service process and the ports it serves on.
+#[derive(Debug)]
+pub struct Service {
+    pub process: ManagedProcess,
+    pub metrics_port: u16,
+    pub health_port: u16,
+}
+
+impl Service {
+    /// The service's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await
+        else {
+            return String::new();
+        };
+        let request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            return String::new();
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response).await;
+        response
+    }
+
+    /// The sum of every sample of `metric` (all label sets).
+    pub async fn metric_sum(&self, metric: &str) -> f64 {
+        sum_metric(&self.metrics().await, metric)
+    }
+}
+
+/// Sums the samples of `metric` in Prometheus/OpenMetrics text.
+pub fn sum_metric(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The watcher and signers of one test.
+#[derive(Debug)]
+pub struct Services {
+    pub namespace: String,
+    pub control_plane_namespace: String,
+    pub bus_prefix: String,
+    pub watcher: Option<Service>,
+    pub signers: Vec<Service>,
+    kubeconfig: PathBuf,
+    nats_url: String,
+    log_dir: PathBuf,
+}
+
+impl Services {
+    /// Starts a watcher for `namespace` and `signers` signer replicas.
+    pub async fn start(env: &TestEnv, namespace: &str, signers: usize) -> Self {
+        let control_plane_namespace = env
+            .create_namespace("certflow-system")
+            .await
+            .expect("control-plane namespace");
+        let mut services = Self {
+            namespace: namespace.to_owned(),
+            control_plane_namespace,
+            bus_prefix: unique_name("t").replace('-', "_"),
+            watcher: None,
+            signers: Vec::new(),
+            kubeconfig: env.kubeconfig().to_owned(),
+            nats_url: env.nats_url(),
+            log_dir: env.dir().join(unique_name("services")),
+        };
+        std::fs::create_dir_all(&services.log_dir).expect("log dir");
+        services.start_watcher();
+        for _ in 0..signers {
+            services.add_signer();
+        }
+        services
+    }
+
+    fn spawn(&self, name: &str, binary_name: &str, extra: &[String]) -> Service {
+        let [metrics_port, health_port] = free_ports().expect("ports");
+        let mut args = vec![
+            format!("--nats-url={}", self.nats_url),
+            format!("--bus-prefix={}", self.bus_prefix),
+            format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+            format!("--health-addr=127.0.0.1:{health_port}"),
+        ];
+        args.extend_from_slice(extra);
+        let envs = vec![
+            (
+                "KUBECONFIG".to_owned(),
+                self.kubeconfig.display().to_string(),
+            ),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ];
+        let log = self.log_dir.join(format!("{name}.log"));
+        let process = ManagedProcess::start_with_env(name, &binary(binary_name), args, envs, log)
+            .expect("start service");
+        Service {
+            process,
+            metrics_port,
+            health_port,
+        }
+    }
+
+    /// Starts (or restarts) the watcher.
+    pub fn start_watcher(&mut self) {
+        let args = [
+            format!("--watch-namespace={}", self.namespace),
+            "--failure-retry=30s".to_owned(),
+            "--renewal-jitter=1s".to_owned(),
+        ];
+        self.watcher = Some(self.spawn("watcher", "certflow-watcher", &args));
+    }
+
+    /// Stops the watcher with SIGKILL.
+    pub fn kill_watcher(&mut self) {
+        if let Some(mut watcher) = self.watcher.take() {
+            watcher.process.kill();
+        }
+    }
+
+    /// Starts one more signer replica.
+    pub fn add_signer(&mut self) {
+        let name = format!("signer-{}", self.signers.len());
+        let args = [format!("--namespace={}", self.control_plane_namespace)];
+        let signer = self.spawn(&name, "certflow-signer", &args);
+        self.signers.push(signer);
+    }
+
+    /// The sum of `metric` across every signer replica.
+    pub async fn signer_metric_sum(&self, metric: &str) -> f64 {
+        let mut sum = 0.0;
+        for signer in &self.signers {
+            sum += signer.metric_sum(metric).await;
+        }
+        sum
+    }
+
+    /// The last lines of every service's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.watcher
+            .iter()
+            .chain(&self.signers)
+            .map(|s| format!("--- {} ---\n{}", s.process.name(), s.process.tail(40)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Sends SIGTERM to every service and waits for them to exit.
+    pub fn stop(&mut self) {
+        for service in self.watcher.iter_mut().chain(self.signers.iter_mut()) {
+            service.process.terminate(Duration::from_secs(20));
+        }
+    }
+}
