@@ -233,7 +233,15 @@ async fn every_key_algorithm_gets_a_certificate_with_exactly_the_requested_names
             text.contains("Digital Signature"),
             "{name}: key usage:\n{text}"
         );
-        assert_eq!(scert.status.and_then(|s| s.not_after).is_some(), true);
+        let status_not_after = scert
+            .status
+            .and_then(|s| s.not_after)
+            .expect("status.notAfter");
+        assert_eq!(
+            std::time::SystemTime::from(status_not_after.0),
+            found.not_after,
+            "{name}: status.notAfter is the certificate's"
+        );
     }
 }
 

@@ -149,7 +149,8 @@ impl TestEnv {
         )?;
         let controller_manager = Mutex::new(controller_manager);
 
-        let nats = NatsServer::start(&tools.nats_server, &dir.join("nats"))?;
+        let mut nats = NatsServer::start(&tools.nats_server, &dir.join("nats"))?;
+        nats.wait_ready().await?;
         let env = Self {
             dir,
             tools,
@@ -161,7 +162,6 @@ impl TestEnv {
             apiserver,
             etcd,
         };
-        env.nats().wait_ready().await?;
         env.wait_for_controller_manager().await?;
         env.install_crds().await?;
         tracing::info!(dir = %env.dir.display(), api = %env.api_url, "local control plane ready");
