@@ -15,6 +15,52 @@ use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
+async fn the_service_certificate_crd_is_served_and_an_object_round_trips_through_kube_rs() {
+    use certflow_api::{ServiceCertificate, ServiceCertificateSpec, ServiceCertificateStatus};
+    use kube::api::{Patch, PatchParams};
+
+    let env = certflow_testenv::shared();
+    let ns = env.create_namespace("crd").await.expect("namespace");
+    let scerts: Api<ServiceCertificate> = Api::namespaced(env.client().await.expect("client"), &ns);
+    let spec = ServiceCertificateSpec {
+        secret_name: "web-tls".into(),
+        dns_names: vec![format!("web.{ns}.svc")],
+        duration: Some("720h".into()),
+        ..ServiceCertificateSpec::default()
+    };
+    let created = scerts
+        .create(
+            &PostParams::default(),
+            &ServiceCertificate::new("web", spec.clone()),
+        )
+        .await
+        .expect("create");
+    assert_eq!(created.metadata.generation, Some(1));
+
+    let status = serde_json::json!({"status": ServiceCertificateStatus {
+        serial_number: Some("0a1b".into()),
+        failed_attempts: Some(0),
+        ..ServiceCertificateStatus::default()
+    }});
+    scerts
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status subresource");
+
+    let read = scerts.get("web").await.expect("get");
+    assert_eq!(read.spec, spec, "the spec comes back as written");
+    assert_eq!(
+        read.status.and_then(|s| s.serial_number).as_deref(),
+        Some("0a1b")
+    );
+    assert_eq!(
+        read.metadata.generation,
+        Some(1),
+        "status writes do not bump generation"
+    );
+}
+
+#[tokio::test]
 async fn a_deployment_applied_with_kubectl_gets_a_replicaset_and_pods() {
     let env = certflow_testenv::shared();
     let ns = env.create_namespace("deploy").await.expect("namespace");
