@@ -88,28 +88,10 @@ impl CommonArgs {
     }
 }
 
-/// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds.
+/// Parses a flag's duration with the same Go syntax the CRDs use (`500ms`,
+/// `30s`, `2m`, `1h30m`), so there is one duration grammar in certflow.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 30s, 2m or 500ms"))?;
-    let duration = match unit {
-        "" | "s" => Duration::from_secs(value),
-        "ms" => Duration::from_millis(value),
-        "m" => Duration::from_secs(value.saturating_mul(60)),
-        "h" => Duration::from_secs(value.saturating_mul(3600)),
-        _ => {
-            return Err(format!(
-                "{text:?} has unknown unit {unit:?}; use ms, s, m or h"
-            ));
-        }
-    };
-    Ok(duration)
+    certflow_api::parse_go_duration(text.trim()).map_err(|err| err.to_string())
 }
 
 #[cfg(test)]
@@ -239,7 +221,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("7").is_err(), "a unit is required, as in the CRDs");
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("s").is_err());
