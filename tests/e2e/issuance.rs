@@ -457,6 +457,37 @@ async fn a_signer_killed_mid_way_loses_no_work_item() {
 }
 
 #[tokio::test]
+async fn a_signer_stopped_with_sigterm_drains_in_flight_work_and_a_new_one_finishes_the_rest() {
+    let mut fx = Fixture::start("sigterm", 1).await;
+    create_many(&fx, 100, KeyAlgorithm::Rsa).await;
+    let scerts = fx.scerts();
+    eventually("some certificates to be issued", WAIT, || async {
+        let list = scerts.list(&Default::default()).await.ok()?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|s| s.ready_condition().is_some_and(|c| c.is_true()))
+            .count();
+        (ready >= 10).then_some(())
+    })
+    .await;
+    let status = fx.services.signers[0]
+        .process
+        .terminate(Duration::from_secs(30));
+    let log = fx.services.signers[0].process.tail(400);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the signer exits cleanly on SIGTERM ({status:?}):\n{log}"
+    );
+    assert!(
+        log.contains("draining in-flight work items"),
+        "it drained:\n{log}"
+    );
+    fx.services.add_signer();
+    all_ready(&fx, 100).await;
+}
+
+#[tokio::test]
 async fn a_watcher_restarted_after_certificates_were_created_while_it_was_down_issues_them_all() {
     let mut fx = Fixture::start("watcher-restart", 1).await;
     fx.services.kill_watcher();

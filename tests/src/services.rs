@@ -180,7 +180,7 @@ impl Services {
     /// Sends SIGTERM to every service and waits for them to exit.
     pub fn stop(&mut self) {
         for service in self.watcher.iter_mut().chain(self.signers.iter_mut()) {
-            service.process.terminate(Duration::from_secs(20));
+            let _ = service.process.terminate(Duration::from_secs(20));
         }
     }
 }

@@ -153,24 +153,24 @@ impl ManagedProcess {
         }
     }
 
-    /// Sends SIGTERM and waits up to `grace` before killing.
-    pub fn terminate(&mut self, grace: Duration) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
+    /// Sends SIGTERM and waits up to `grace` for the child to exit. Returns
+    /// its exit status, or `None` when it had to be killed (or was not running).
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
             .status();
         let deadline = std::time::Instant::now() + grace;
         while std::time::Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
+            if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
-                return;
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.kill();
+        None
     }
 
     /// Starts the same command again (after `kill` or `terminate`).
