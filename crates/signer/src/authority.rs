@@ -168,52 +168,36 @@ impl Authorities {
         ca: &CertificateAuthority,
     ) -> Result<Result<Arc<Authority>, String>, Error> {
         let secret_ref = ObjectRef::new(&ca.spec.secret_name).within(&self.namespace);
-        let secret = match self.secrets.get(&secret_ref) {
-            Some(secret) => secret,
-            None if ca.spec.generates() => return self.generate(ca).await.map(Ok),
-            None => {
-                return Ok(Err(format!(
-                    "its key pair Secret {}/{} does not exist; create it with tls.crt and tls.key, \
-                     or set spec.generate: true",
-                    self.namespace, ca.spec.secret_name
-                )));
-            }
-        };
-        let version = secret.resource_version().unwrap_or_default();
-        let name = ca.name_any();
-        if let Some((cached_version, authority)) = self.lock().get(&name)
-            && *cached_version == version
-        {
-            return Ok(Ok(authority.clone()));
-        }
-        let text = |key: &str| {
-            secret
-                .data
-                .as_ref()
-                .and_then(|data| data.get(key))
-                .and_then(|value| String::from_utf8(value.0.clone()).ok())
-                .unwrap_or_default()
-        };
-        match Authority::from_pem(&text(TLS_CERT_KEY), &text(TLS_PRIVATE_KEY_KEY)) {
-            Ok(authority) => {
-                let authority = Arc::new(authority);
-                self.lock().insert(name, (version, authority.clone()));
-                Ok(Ok(authority))
-            }
-            // The error describes what is wrong with the PEM, never its bytes.
-            Err(err) => Ok(Err(format!(
-                "its key pair Secret {}/{} is unusable: {err}",
+        match self.secrets.get(&secret_ref) {
+            Some(secret) => Ok(self.parse(&ca.name_any(), &secret)),
+            None if ca.spec.generates() => self.generate(ca).await,
+            None => Ok(Err(format!(
+                "its key pair Secret {}/{} does not exist; create it with tls.crt and tls.key, \
+                 or set spec.generate: true",
                 self.namespace, ca.spec.secret_name
             ))),
         }
     }
 
     /// Generates a self-signed CA and stores it. Creation is create-only, so
-    /// a Secret that appeared meanwhile (another replica) is never replaced.
-    async fn generate(&self, ca: &CertificateAuthority) -> Result<Arc<Authority>, Error> {
+    /// a Secret that appeared meanwhile (another replica) is loaded, never
+    /// replaced.
+    async fn generate(
+        &self,
+        ca: &CertificateAuthority,
+    ) -> Result<Result<Arc<Authority>, String>, Error> {
         let _one_at_a_time = self.generating.lock().await;
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let name = ca.name_any();
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        // Items that waited for the lock find the key pair the first one
+        // made, before the watch cache has seen its Secret.
+        if let Some(existing) = secrets
+            .get_opt(&ca.spec.secret_name)
+            .await
+            .map_err(Error::kube("reading the CA key pair Secret"))?
+        {
+            return Ok(self.parse(&name, &existing));
+        }
         let validity = ca
             .spec
             .effective_duration()
@@ -273,13 +257,51 @@ impl Authorities {
                         authority.clone(),
                     ),
                 );
-                Ok(authority)
+                Ok(Ok(authority))
             }
-            // Someone else stored one first: the caller retries and loads it.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let existing = secrets
+                    .get(&ca.spec.secret_name)
+                    .await
+                    .map_err(Error::kube("reading the CA key pair Secret"))?;
+                Ok(self.parse(&name, &existing))
+            }
             Err(source) => Err(Error::Kube {
                 action: "creating the CA key pair Secret",
                 source,
             }),
+        }
+    }
+
+    /// Parses a CA key pair Secret, caching it by resourceVersion.
+    fn parse(&self, name: &str, secret: &Secret) -> Result<Arc<Authority>, String> {
+        let version = secret.resource_version().unwrap_or_default();
+        if let Some((cached_version, authority)) = self.lock().get(name)
+            && *cached_version == version
+        {
+            return Ok(authority.clone());
+        }
+        let text = |key: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|data| data.get(key))
+                .and_then(|value| String::from_utf8(value.0.clone()).ok())
+                .unwrap_or_default()
+        };
+        match Authority::from_pem(&text(TLS_CERT_KEY), &text(TLS_PRIVATE_KEY_KEY)) {
+            Ok(authority) => {
+                let authority = Arc::new(authority);
+                self.lock()
+                    .insert(name.to_owned(), (version, authority.clone()));
+                Ok(authority)
+            }
+            // The error describes what is wrong with the PEM, never its bytes.
+            Err(err) => Err(format!(
+                "its key pair Secret {}/{} is unusable: {err}",
+                self.namespace,
+                secret.name_any()
+            )),
         }
     }
 
