@@ -214,9 +214,14 @@ impl Handler {
             Some(current) => {
                 let mut desired = desired.clone();
                 desired.metadata.resource_version = current.resource_version();
-                let mut applied = serde_json::to_value(&desired).unwrap_or_default();
-                applied["apiVersion"] = "v1".into();
-                applied["kind"] = "Secret".into();
+                // Apply needs the type metadata that typed objects leave out.
+                let applied = serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": desired.metadata,
+                    "type": desired.type_,
+                    "data": desired.data,
+                });
                 let params = PatchParams::apply(&self.field_manager).force();
                 secrets
                     .patch(&name, &params, &Patch::Apply(&applied))
@@ -228,7 +233,7 @@ impl Handler {
         Ok(())
     }
 
-    /// Records success in status and publishes the `Issued` outcome, unless
+    /// Publishes the `Issued` outcome and records success in status, unless
     /// status already says exactly this (then nothing is written).
     async fn confirm(
         &self,
@@ -271,7 +276,6 @@ impl Handler {
                 "failedAttempts": 0,
             }
         });
-        self.patch_status(scert, &patch).await?;
         let outcome = self.outcome(
             scert,
             item,
@@ -282,8 +286,11 @@ impl Handler {
                 issuer: issuer.name.clone(),
             }),
         );
+        // Outcome first: if the status write then fails, the redelivery sees
+        // a status that differs and publishes again, which JetStream drops
+        // as a duplicate. The other order could lose the outcome for good.
         self.publisher.publish_outcome(&outcome, trace).await?;
-        Ok(())
+        self.patch_status(scert, &patch).await
     }
 
     /// Records a permanent failure in status and publishes the `Failed`
@@ -295,56 +302,58 @@ impl Handler {
         trace: &TraceId,
         violation: Violation,
     ) -> Result<Handled, Error> {
-        let name = scert.name_any();
-        let message = violation.sentence(&name);
+        let reason = violation.reason.as_str();
+        self.metrics.failed(reason);
+        let mut failure = violation.failure(&scert.name_any());
         let generation = scert.metadata.generation.unwrap_or_default();
         let status = scert.status.clone().unwrap_or_default();
+        // The same refusal of the same generation, already recorded and
+        // reported: writing again would only churn the API server (the
+        // watcher re-examines refused requests periodically).
+        let recorded =
+            status.last_failure.as_ref().is_some_and(|last| {
+                last.reason == failure.reason && last.message == failure.message
+            }) && status.observed_generation == Some(generation)
+                && scert.ready_condition().is_some_and(|c| !c.is_true());
+        if recorded {
+            return Ok(Handled::Failed { reason });
+        }
         let attempts = status.failed_attempts.unwrap_or_default().saturating_add(1);
-        let mut conditions = status.conditions;
-        set_condition(
-            &mut conditions,
-            ready(
-                ConditionStatus::False,
-                violation.reason.as_str(),
-                message.clone(),
-                generation,
-            ),
-            now(),
-        );
-        let patch = serde_json::json!({
-            "status": {
-                "conditions": conditions,
-                "observedGeneration": generation,
-                "lastFailure": {
-                    "reason": violation.reason.as_str(),
-                    "message": message,
-                    "fieldPath": violation.field,
-                    "value": violation.value,
-                    "time": rfc3339(SystemTime::now()),
-                },
-                "failedAttempts": attempts,
-            }
-        });
-        self.patch_status(scert, &patch).await?;
         let outcome = self.outcome(
             scert,
             item,
             outcome::Result::Failed(Failed {
-                reason: violation.reason.as_str().to_owned(),
-                field_path: violation.field.clone(),
-                value: violation.value.clone(),
-                message: message.clone(),
+                reason: reason.to_owned(),
+                field_path: failure.field_path.clone().unwrap_or_default(),
+                value: failure.value.clone().unwrap_or_default(),
+                message: failure.message.clone(),
                 suggestion: violation.suggestion.clone().unwrap_or_default(),
                 permanent: true,
                 attempts,
             }),
         );
+        // Outcome first, for the reason given in `confirm`.
         self.publisher.publish_outcome(&outcome, trace).await?;
-        self.metrics.failed(violation.reason.as_str());
-        info!(reason = violation.reason.as_str(), field = %violation.field, %message, "request refused");
-        Ok(Handled::Failed {
-            reason: violation.reason.as_str(),
-        })
+        let mut conditions = status.conditions;
+        let condition = ready(
+            ConditionStatus::False,
+            reason,
+            failure.message.clone(),
+            generation,
+        );
+        set_condition(&mut conditions, condition, now());
+        failure.time = Some(now());
+        let patch = serde_json::json!({
+            "status": {
+                "conditions": conditions,
+                "observedGeneration": generation,
+                "lastFailure": failure,
+                "failedAttempts": attempts,
+            }
+        });
+        self.patch_status(scert, &patch).await?;
+        info!(reason, field = %violation.field, message = %failure.message, "request refused");
+        Ok(Handled::Failed { reason })
     }
 
     async fn patch_status(
