@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prerequisites tools build test test-unit crds env lint fmt clean-env
+.PHONY: help prerequisites tools build test crds env demo demo-down lint fmt
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -20,6 +20,12 @@ build: tools ## build every crate, tests included
 test: build ## run every test, unit and end-to-end, against the real local control plane
 	$(CARGO) test --workspace --no-fail-fast
 	@scripts/check-no-orphans.sh
+
+demo: build ## start the control plane and certflow, apply examples/, show what app owners see
+	@scripts/demo.sh
+
+demo-down: ## stop what `make demo` started
+	@scripts/demo-down.sh
 
 crds: ## regenerate deploy/crds from the Rust types
 	$(CARGO) run -q -p certflow-api --bin crdgen
