@@ -1,7 +1,7 @@
 //! certflow's own services as separate processes against the shared local
 //! control plane, isolated per test: their own bus prefix (streams), their
-//! own control-plane namespace for CA key pairs, and a watcher scoped to the
-//! test's namespace.
+//! own control-plane namespace for CA key pairs, and a watcher and a
+//! reporter scoped to the test's namespace.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +32,8 @@ pub struct Service {
     pub process: ManagedProcess,
     pub metrics_port: u16,
     pub health_port: u16,
+    /// The gRPC Report API's port (reporters only).
+    pub grpc_port: Option<u16>,
 }
 
 impl Service {
@@ -69,7 +71,7 @@ pub fn sum_metric(text: &str, metric: &str) -> f64 {
         .sum()
 }
 
-/// The watcher and signers of one test.
+/// The watcher, signers and reporters of one test.
 #[derive(Debug)]
 pub struct Services {
     pub namespace: String,
@@ -77,14 +79,26 @@ pub struct Services {
     pub bus_prefix: String,
     pub watcher: Option<Service>,
     pub signers: Vec<Service>,
+    pub reporters: Vec<Service>,
     kubeconfig: PathBuf,
     nats_url: String,
     log_dir: PathBuf,
 }
 
 impl Services {
-    /// Starts a watcher for `namespace` and `signers` signer replicas.
+    /// Starts a watcher for `namespace`, `signers` signer replicas and one
+    /// reporter.
     pub async fn start(env: &TestEnv, namespace: &str, signers: usize) -> Self {
+        Self::start_with_reporter_args(env, namespace, signers, &[]).await
+    }
+
+    /// [`Services::start`] with extra flags for the reporter.
+    pub async fn start_with_reporter_args(
+        env: &TestEnv,
+        namespace: &str,
+        signers: usize,
+        reporter_args: &[&str],
+    ) -> Self {
         let control_plane_namespace = env
             .create_namespace("certflow-system")
             .await
@@ -95,6 +109,7 @@ impl Services {
             bus_prefix: unique_name("t").replace('-', "_"),
             watcher: None,
             signers: Vec::new(),
+            reporters: Vec::new(),
             kubeconfig: env.kubeconfig().to_owned(),
             nats_url: env.nats_url(),
             log_dir: env.dir().join(unique_name("services")),
@@ -104,6 +119,7 @@ impl Services {
         for _ in 0..signers {
             services.add_signer();
         }
+        services.add_reporter_with_args(reporter_args);
         services
     }
 
@@ -130,6 +146,7 @@ impl Services {
             process,
             metrics_port,
             health_port,
+            grpc_port: None,
         }
     }
 
@@ -158,6 +175,35 @@ impl Services {
         self.signers.push(signer);
     }
 
+    /// Starts one more reporter replica, watching the test's namespace.
+    pub fn add_reporter(&mut self) {
+        self.add_reporter_with_args(&[]);
+    }
+
+    /// Starts one more reporter replica with extra flags.
+    pub fn add_reporter_with_args(&mut self, extra: &[&str]) {
+        let name = format!("reporter-{}", self.reporters.len());
+        let [grpc_port] = free_ports().expect("port");
+        let mut args = vec![
+            format!("--watch-namespace={}", self.namespace),
+            format!("--grpc-addr=127.0.0.1:{grpc_port}"),
+            format!("--reporting-instance={name}"),
+        ];
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        let mut reporter = self.spawn(&name, "certflow-reporter", &args);
+        reporter.grpc_port = Some(grpc_port);
+        self.reporters.push(reporter);
+    }
+
+    /// The sum of `metric` across every reporter replica.
+    pub async fn reporter_metric_sum(&self, metric: &str) -> f64 {
+        let mut sum = 0.0;
+        for reporter in &self.reporters {
+            sum += reporter.metric_sum(metric).await;
+        }
+        sum
+    }
+
     /// The sum of `metric` across every signer replica.
     pub async fn signer_metric_sum(&self, metric: &str) -> f64 {
         let mut sum = 0.0;
@@ -172,6 +218,7 @@ impl Services {
         self.watcher
             .iter()
             .chain(&self.signers)
+            .chain(&self.reporters)
             .map(|s| format!("--- {} ---\n{}", s.process.name(), s.process.tail(40)))
             .collect::<Vec<_>>()
             .join("\n")
@@ -179,7 +226,12 @@ impl Services {
 
     /// Sends SIGTERM to every service and waits for them to exit.
     pub fn stop(&mut self) {
-        for service in self.watcher.iter_mut().chain(self.signers.iter_mut()) {
+        let services = self
+            .watcher
+            .iter_mut()
+            .chain(self.signers.iter_mut())
+            .chain(self.reporters.iter_mut());
+        for service in services {
             let _ = service.process.terminate(Duration::from_secs(20));
         }
     }

@@ -1,0 +1,228 @@
+//! Observes the durable `reporter` consumer on the outcome stream; writes,
+//! through [`Reporter`], the Events each outcome implies; acknowledges an
+//! outcome only afterwards; never drops one silently: each ends
+//! acknowledged, retried later, or dead-lettered.
+//!
+//! Outcomes are spread over lanes by Secret, and each lane handles its
+//! outcomes one at a time in delivery order, so a failure and the issuance
+//! that resolves it are never handled out of order by one replica.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::Message;
+use async_nats::jetstream::consumer::PullConsumer;
+use certflow_bus::delivery::{ack, dead_letter_for, decode_outcome, retry_later, terminate};
+use certflow_bus::{Delivery, Publisher, Retry, RetryPolicy};
+use certflow_proto::v1::Outcome;
+use futures::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, error, info, info_span, warn};
+
+use crate::report::Reporter;
+
+/// Outcomes waiting in one lane. Small, so that nothing waits long enough
+/// in a lane for its ack deadline to pass.
+const LANE_DEPTH: usize = 4;
+
+/// Pulls outcomes and hands them to lanes.
+#[derive(Debug)]
+pub struct Consumer {
+    pub reporter: Arc<Reporter>,
+    pub consumer: PullConsumer,
+    pub publisher: Publisher,
+    pub retry: RetryPolicy,
+    /// Outcomes handled at once (one per lane).
+    pub lanes: usize,
+}
+
+/// The lane of an outcome: the same for every outcome about one Secret.
+pub fn lane_of(outcome: &Outcome, lanes: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    outcome.namespace.hash(&mut hasher);
+    if outcome.secret_name.is_empty() {
+        outcome.name.hash(&mut hasher);
+    } else {
+        outcome.secret_name.hash(&mut hasher);
+    }
+    let lanes = u64::try_from(lanes.max(1)).unwrap_or(1);
+    usize::try_from(hasher.finish() % lanes).unwrap_or(0)
+}
+
+impl Consumer {
+    /// Runs until `shutdown`, then stops pulling and lets every lane finish
+    /// what it holds. Outcomes pulled but never handled are not
+    /// acknowledged; JetStream delivers them again.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let lanes = this.lanes.max(1);
+        let mut senders = Vec::with_capacity(lanes);
+        let mut workers = JoinSet::new();
+        for _ in 0..lanes {
+            let (sender, receiver) = mpsc::channel(LANE_DEPTH);
+            senders.push(sender);
+            workers.spawn(this.clone().lane(receiver));
+        }
+        'pull: while !shutdown.is_cancelled() {
+            let messages = this
+                .consumer
+                .stream()
+                .max_messages_per_batch(lanes * LANE_DEPTH)
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(messages) => messages,
+                Err(err) => {
+                    warn!(error = %err, "cannot pull from the outcome stream; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break 'pull,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue 'pull,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => break 'pull,
+                    next = messages.next() => next,
+                };
+                let message = match next {
+                    Some(Ok(message)) => message,
+                    Some(Err(err)) => {
+                        warn!(error = %err, "pulling outcomes failed; re-subscribing");
+                        continue 'pull;
+                    }
+                    None => continue 'pull,
+                };
+                let delivery = match decode_outcome(&message) {
+                    Ok(delivery) => delivery,
+                    Err(err) => {
+                        error!(error = %err, subject = %message.subject, "undecodable outcome; dead-lettering it");
+                        this.dead_letter(&message, &err).await;
+                        continue;
+                    }
+                };
+                let lane = &senders[lane_of(&delivery.message, lanes)];
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'pull,
+                    sent = lane.send((message, delivery)) => if sent.is_err() { break 'pull },
+                }
+            }
+        }
+        drop(senders);
+        info!("draining outcomes in hand");
+        while workers.join_next().await.is_some() {}
+    }
+
+    async fn lane(self: Arc<Self>, mut receiver: mpsc::Receiver<(Message, Delivery<Outcome>)>) {
+        while let Some((message, delivery)) = receiver.recv().await {
+            self.process(&message, &delivery).await;
+        }
+    }
+
+    async fn process(&self, message: &Message, delivery: &Delivery<Outcome>) {
+        let outcome = &delivery.message;
+        let info = &delivery.info;
+        let trace = info.trace_id_or_new();
+        let span = info_span!("outcome", namespace = %outcome.namespace, name = %outcome.name, trace_id = %trace, delivered = info.delivered);
+        let metrics = self.reporter.metrics();
+        metrics.set_outcome_lag(info.pending);
+        async {
+            match self.reporter.outcome(outcome).await {
+                Ok(handled) => {
+                    if let Err(err) = ack(message).await {
+                        // Redelivered later; handling it again only grows a series.
+                        warn!(error = %err, "acknowledgement failed");
+                    }
+                    metrics.outcome(handled.label());
+                    if let Some(latency) = outcome
+                        .occurred_at
+                        .and_then(|t| SystemTime::try_from(t).ok())
+                        .and_then(|at| SystemTime::now().duration_since(at).ok())
+                    {
+                        metrics.outcome_latency(latency);
+                    }
+                }
+                Err(err) if err.is_transient() => {
+                    match self.retry.after_failed_delivery(info.delivered) {
+                        Retry::After(delay) => {
+                            warn!(error = %err, ?delay, "transient failure; retrying later");
+                            metrics.outcome("retry");
+                            if let Err(nak) = retry_later(message, delay).await {
+                                warn!(error = %nak, "negative acknowledgement failed; JetStream redelivers after the ack wait");
+                            }
+                        }
+                        Retry::Exhausted => {
+                            error!(error = %err, "retries exhausted; dead-lettering the outcome");
+                            self.dead_letter(message, &err).await;
+                        }
+                    }
+                }
+                Err(err) => {
+                    error!(error = %err, "the outcome cannot be reported; dead-lettering it");
+                    self.dead_letter(message, &err).await;
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// Keeps `message` as a dead letter and ends its deliveries; if the dead
+    /// letter cannot be stored, leaves it unacknowledged to come back.
+    async fn dead_letter(
+        &self,
+        message: &Message,
+        err: &(dyn std::error::Error + Send + Sync + 'static),
+    ) {
+        let dead = dead_letter_for(message, err);
+        match self.publisher.publish_dead_letter(&dead, None).await {
+            Ok(_) => {
+                self.reporter.metrics().outcome("dead_letter");
+                if let Err(term) = terminate(message).await {
+                    warn!(error = %term, "terminating the dead-lettered outcome failed");
+                }
+            }
+            Err(publish) => warn!(error = %publish, "dead-letter publish failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(namespace: &str, name: &str, secret_name: &str) -> Outcome {
+        Outcome {
+            namespace: namespace.into(),
+            name: name.into(),
+            secret_name: secret_name.into(),
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn outcomes_about_one_secret_share_a_lane() {
+        let a = lane_of(&outcome("shop", "web", "web-tls"), 8);
+        let b = lane_of(&outcome("shop", "web-renamed", "web-tls"), 8);
+        assert_eq!(a, b);
+        assert!(a < 8);
+    }
+
+    #[test]
+    fn outcomes_spread_over_the_lanes() {
+        let lanes: std::collections::BTreeSet<usize> = (0..200)
+            .map(|i| lane_of(&outcome("shop", "web", &format!("tls-{i}")), 8))
+            .collect();
+        assert_eq!(lanes.len(), 8);
+    }
+
+    #[test]
+    fn one_lane_takes_everything() {
+        assert_eq!(lane_of(&outcome("shop", "web", "web-tls"), 1), 0);
+        assert_eq!(lane_of(&outcome("shop", "web", "web-tls"), 0), 0);
+    }
+}

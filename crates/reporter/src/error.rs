@@ -1,0 +1,143 @@
+//! The reporter's one error type. Whether to retry and which metric label
+//! to use come from the variant, never from the message text.
+
+/// Why an outcome or a report could not be turned into Events this time.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API, {action}: {source}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Reading or writing the active-failure bucket, or dead-lettering, failed.
+    #[error("message bus: {0}")]
+    Bus(#[from] certflow_bus::BusError),
+
+    /// A `Report` request is incomplete or malformed (the caller's mistake).
+    #[error("invalid report: {reason}")]
+    InvalidReport { reason: String },
+
+    /// A `Report` request names an object that does not exist.
+    #[error("{kind} {namespace}/{name} does not exist")]
+    NotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube { action, source }
+    }
+
+    /// Transient errors are retried with backoff (the outcome is handed back
+    /// to JetStream); the rest are logged, counted and not retried.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Kube { source, .. } => kube_error_is_transient(source),
+            Self::Bus(err) => err.is_transient(),
+            Self::InvalidReport { .. } | Self::NotFound { .. } => false,
+        }
+    }
+
+    /// A short, stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "kube",
+            Self::Bus(_) => "bus",
+            Self::InvalidReport { .. } => "invalid_report",
+            Self::NotFound { .. } => "not_found",
+        }
+    }
+}
+
+/// Throttling, server errors, conflicts and connection failures pass. 401
+/// and 403 pass too (RBAC being fixed by an operator must not drop every
+/// queued outcome), except a namespace being deleted: its Events can never
+/// be written. Other 4xx mean the request itself is wrong.
+pub(crate) fn kube_error_is_transient(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => {
+            if namespace_terminating(status) {
+                return false;
+            }
+            matches!(status.code, 401 | 403 | 409 | 429) || status.code >= 500
+        }
+        _ => true,
+    }
+}
+
+/// True for the API server's refusal to create objects in a namespace that
+/// is being deleted.
+fn namespace_terminating(status: &kube::core::Status) -> bool {
+    status
+        .details
+        .as_ref()
+        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+}
+
+/// True when the API answered with `code` (e.g. 404, 409).
+pub(crate) fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::response::{StatusCause, StatusDetails};
+
+    use super::*;
+
+    fn api(code: u16, cause: Option<&str>) -> kube::Error {
+        let mut status = kube::core::Status::failure("refused", "Refused").with_code(code);
+        if let Some(reason) = cause {
+            status.details = Some(StatusDetails {
+                name: String::new(),
+                group: String::new(),
+                kind: String::new(),
+                uid: String::new(),
+                causes: vec![StatusCause {
+                    reason: reason.to_owned(),
+                    message: String::new(),
+                    field: String::new(),
+                }],
+                retry_after_seconds: 0,
+            });
+        }
+        kube::Error::Api(status.boxed())
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retried() {
+        for code in [401, 403, 409, 429, 500, 503] {
+            assert!(kube_error_is_transient(&api(code, None)), "{code}");
+        }
+    }
+
+    #[test]
+    fn invalid_requests_are_not_retried() {
+        for code in [400, 404, 422] {
+            assert!(!kube_error_is_transient(&api(code, None)), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_namespace_being_deleted_is_not_retried() {
+        assert!(!kube_error_is_transient(&api(
+            403,
+            Some("NamespaceTerminating")
+        )));
+    }
+
+    #[test]
+    fn kinds_are_stable_labels() {
+        let error = Error::InvalidReport {
+            reason: "no reason".into(),
+        };
+        assert_eq!(error.kind(), "invalid_report");
+        assert!(!error.is_transient());
+    }
+}

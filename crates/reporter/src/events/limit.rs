@@ -1,0 +1,157 @@
+//! The per-object rate limit on Event writes, after client-go's spam filter:
+//! a token bucket per (object, reason) that holds [`RateLimit::burst`]
+//! tokens and regains one every [`RateLimit::refill`]. Every API write (a
+//! create or a series update) takes a token; without one, the write waits
+//! (the aggregator keeps counting, so nothing is lost, only delayed).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+/// Burst and refill of every bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Writes allowed at once for one key.
+    pub burst: u32,
+    /// Time to regain one write.
+    pub refill: Duration,
+}
+
+impl Default for RateLimit {
+    /// client-go's `EventSourceObjectSpamFilter`: burst 25, then one every
+    /// five minutes.
+    fn default() -> Self {
+        Self {
+            burst: 25,
+            refill: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Token buckets by key.
+#[derive(Debug)]
+pub struct Limiter<K> {
+    limit: RateLimit,
+    buckets: HashMap<K, Bucket>,
+}
+
+impl<K: Hash + Eq + Clone> Limiter<K> {
+    pub fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes a token for `key` at `now`; false when the bucket is empty.
+    pub fn try_acquire(&mut self, key: &K, now: Instant) -> bool {
+        let limit = self.limit;
+        let bucket = self.buckets.entry(key.clone()).or_insert(Bucket {
+            tokens: f64::from(limit.burst),
+            updated: now,
+        });
+        refill(bucket, limit, now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True when `key` has a token at `now` (without taking it).
+    pub fn would_allow(&self, key: &K, now: Instant) -> bool {
+        self.buckets.get(key).is_none_or(|bucket| {
+            let mut bucket = *bucket;
+            refill(&mut bucket, self.limit, now);
+            bucket.tokens >= 1.0
+        })
+    }
+
+    /// Forgets buckets that are full again: they behave exactly like new ones.
+    pub fn prune(&mut self, now: Instant) {
+        let limit = self.limit;
+        self.buckets.retain(|_, bucket| {
+            refill(bucket, limit, now);
+            bucket.tokens < f64::from(limit.burst)
+        });
+    }
+
+    /// Buckets currently kept.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// True when no bucket is kept.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+fn refill(bucket: &mut Bucket, limit: RateLimit, now: Instant) {
+    let elapsed = now.saturating_duration_since(bucket.updated);
+    let gained = if limit.refill.is_zero() {
+        f64::from(limit.burst)
+    } else {
+        elapsed.as_secs_f64() / limit.refill.as_secs_f64()
+    };
+    bucket.tokens = (bucket.tokens + gained).min(f64::from(limit.burst));
+    bucket.updated = now;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter() -> Limiter<&'static str> {
+        Limiter::new(RateLimit::default())
+    }
+
+    #[test]
+    fn a_burst_of_twenty_five_passes_then_writes_wait() {
+        let mut limiter = limiter();
+        let now = Instant::now();
+        let passed = (0..100)
+            .filter(|_| limiter.try_acquire(&"pod", now))
+            .count();
+        assert_eq!(passed, 25);
+    }
+
+    #[test]
+    fn one_write_is_regained_every_five_minutes() {
+        let mut limiter = limiter();
+        let start = Instant::now();
+        while limiter.try_acquire(&"pod", start) {}
+        assert!(!limiter.try_acquire(&"pod", start + Duration::from_secs(299)));
+        assert!(limiter.try_acquire(&"pod", start + Duration::from_secs(300)));
+        assert!(!limiter.try_acquire(&"pod", start + Duration::from_secs(301)));
+        assert!(limiter.would_allow(&"pod", start + Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn keys_have_their_own_buckets() {
+        let mut limiter = limiter();
+        let now = Instant::now();
+        while limiter.try_acquire(&"pod-a", now) {}
+        assert!(limiter.try_acquire(&"pod-b", now));
+        assert!(!limiter.would_allow(&"pod-a", now));
+        assert!(limiter.would_allow(&"never-seen", now));
+    }
+
+    #[test]
+    fn full_buckets_are_forgotten() {
+        let mut limiter = limiter();
+        let start = Instant::now();
+        assert!(limiter.try_acquire(&"pod", start));
+        limiter.prune(start + Duration::from_secs(1));
+        assert_eq!(limiter.len(), 1, "still one token short");
+        limiter.prune(start + Duration::from_secs(300));
+        assert!(limiter.is_empty());
+    }
+}

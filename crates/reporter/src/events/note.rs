@@ -1,0 +1,206 @@
+//! Making a message safe to put in an Event's `note`.
+//!
+//! Messages from the signer are already escaped and bounded by
+//! `certflow-diagnostics`; messages from the gRPC `Report` API come from any
+//! control-plane service. Both pass through [`sanitize`], so no Event ever
+//! carries a control character, text that renders differently from its
+//! bytes, something that looks like key material, or more than the API's
+//! 1 KiB.
+
+/// The API server refuses an Event whose note is longer (bytes).
+pub const MAX_NOTE_BYTES: usize = 1024;
+
+/// Shown instead of anything that looks like key material.
+pub const REDACTED: &str = "<redacted: looks like key material>";
+
+/// A run of base64 characters at least this long, mixing upper case, lower
+/// case and digits, is an encoded secret rather than a word or a DNS name.
+const BASE64_RUN: usize = 40;
+
+/// Shown when the message is empty.
+const EMPTY: &str = "(no message)";
+
+/// `text` with key material redacted, control and invisible characters
+/// escaped (`\n`, `\u{200B}`), surrounding whitespace trimmed, and cut to at
+/// most [`MAX_NOTE_BYTES`] bytes on a character boundary, ending in "…"
+/// when it was cut.
+pub fn sanitize(text: &str) -> String {
+    let redacted = redact_base64_runs(&redact_pem(text));
+    let mut escaped = String::with_capacity(redacted.len());
+    for c in redacted.trim().chars() {
+        push_escaped(&mut escaped, c);
+    }
+    if escaped.is_empty() {
+        return EMPTY.to_owned();
+    }
+    bounded(escaped, MAX_NOTE_BYTES)
+}
+
+/// Replaces each PEM block (and an unterminated one, to the end) by [`REDACTED`].
+fn redact_pem(text: &str) -> String {
+    const BEGIN: &str = "-----BEGIN";
+    const END: &str = "-----END";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        out.push_str(&rest[..start]);
+        out.push_str(REDACTED);
+        let after_begin = &rest[start + BEGIN.len()..];
+        rest = match after_begin.find(END) {
+            Some(end) => {
+                let after_end = &after_begin[end + END.len()..];
+                // Skip " PRIVATE KEY-----" after "-----END".
+                match after_end.find("-----") {
+                    Some(close) => &after_end[close + 5..],
+                    None => "",
+                }
+            }
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    if out.contains("PRIVATE KEY") {
+        return REDACTED.to_owned();
+    }
+    out
+}
+
+/// Replaces every long mixed-case base64 run by [`REDACTED`].
+fn redact_base64_runs(text: &str) -> String {
+    let is_base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let mixed = run.chars().any(|c| c.is_ascii_uppercase())
+            && run.chars().any(|c| c.is_ascii_lowercase())
+            && run.chars().any(|c| c.is_ascii_digit());
+        if run.len() >= BASE64_RUN && mixed {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if is_base64(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+/// Characters that render as nothing, or reorder what follows, although
+/// they change the bytes.
+fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if is_invisible(c) => out.push_str(&format!("\\u{{{:04X}}}", u32::from(c))),
+        c => out.push(c),
+    }
+}
+
+/// `text` cut to at most `max` bytes, ending in "…" when it was cut.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_sentences_pass_unchanged() {
+        let sentence = "ServiceCertificate \"web\": spec.dnsNames[0] \"web.shop.svc.cluster.locl\" \
+                        is not allowed; did you mean \"web.shop.svc\"?";
+        assert_eq!(sanitize(sentence), sentence);
+    }
+
+    #[test]
+    fn control_and_invisible_characters_are_escaped() {
+        let cases = [
+            ("a\nb", "a\\nb"),
+            ("a\tb\r", "a\\tb"),
+            ("zero\u{200B}width", "zero\\u{200B}width"),
+            ("bidi\u{202E}txt", "bidi\\u{202E}txt"),
+            ("bell\u{7}", "bell\\u{0007}"),
+            ("  padded  ", "padded"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(sanitize(input), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn key_material_never_reaches_a_note() {
+        let pem = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5\n-----END EC PRIVATE KEY-----";
+        let cases = [
+            format!("value {pem} was pasted"),
+            format!("unterminated {}", &pem[..40]),
+            "blob MHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5oY4/kTc0fHKvoAoGCCqGSM49 end".to_owned(),
+            "the PRIVATE KEY is here".to_owned(),
+        ];
+        for case in cases {
+            let note = sanitize(&case);
+            assert!(note.contains(REDACTED), "{case:?} -> {note:?}");
+            assert!(!note.contains("MHcCAQEE"), "{case:?} -> {note:?}");
+        }
+    }
+
+    #[test]
+    fn names_that_merely_are_long_are_not_redacted() {
+        for value in [
+            "payments-api-v2.default.svc.cluster.local",
+            "spiffe://cluster.local/ns/default/sa/payments-service-account",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert_eq!(sanitize(value), value);
+        }
+    }
+
+    #[test]
+    fn notes_are_at_most_one_kibibyte_and_cut_on_a_character_boundary() {
+        for input in ["x".repeat(5000), "é".repeat(3000), "\u{7}".repeat(2000)] {
+            let note = sanitize(&input);
+            assert!(note.len() <= MAX_NOTE_BYTES, "{} bytes", note.len());
+            assert!(note.ends_with('…'));
+        }
+        let exact = "y".repeat(MAX_NOTE_BYTES);
+        assert_eq!(sanitize(&exact), exact);
+    }
+
+    #[test]
+    fn an_empty_message_still_says_something() {
+        assert_eq!(sanitize(" \n "), "(no message)");
+    }
+}

@@ -1,0 +1,151 @@
+use prost_types::Timestamp;
+
+use super::*;
+
+fn failed(message: &str) -> Failed {
+    Failed {
+        reason: "PolicyViolation".into(),
+        field_path: "spec.dnsNames[0]".into(),
+        value: "web.shop.svc.cluster.locl".into(),
+        message: message.into(),
+        suggestion: "did you mean \"web.shop.svc\"?".into(),
+        permanent: true,
+        attempts: 1,
+    }
+}
+
+fn outcome(generation: i64, seconds: i64) -> Outcome {
+    Outcome {
+        namespace: "shop".into(),
+        name: "web".into(),
+        uid: "u-1".into(),
+        generation,
+        secret_name: "web-tls".into(),
+        occurred_at: Some(Timestamp { seconds, nanos: 0 }),
+        ..Outcome::default()
+    }
+}
+
+#[test]
+fn a_failure_is_a_warning_with_the_signers_sentence_and_reason() {
+    let sentence = "ServiceCertificate \"web\": spec.dnsNames[0] \"web.shop.svc.cluster.locl\" is not \
+                    allowed; did you mean \"web.shop.svc\"?";
+    let notice = failure_notice(&failed(sentence));
+    assert_eq!(notice.type_(), EventType::Warning);
+    assert_eq!(notice.reason(), "PolicyViolation");
+    assert_eq!(notice.action(), "Issue");
+    assert_eq!(notice.note(), sentence);
+}
+
+#[test]
+fn a_failure_without_a_sentence_is_composed_from_its_parts() {
+    let notice = failure_notice(&Failed {
+        reason: String::new(),
+        ..failed("")
+    });
+    assert_eq!(notice.reason(), "Failed");
+    assert_eq!(
+        notice.note(),
+        "spec.dnsNames[0] (value \"web.shop.svc.cluster.locl\"): The certificate could not be \
+         issued. did you mean \"web.shop.svc\"?"
+    );
+}
+
+#[test]
+fn composing_does_not_repeat_what_the_message_already_says() {
+    let cases = [
+        ("Bad name.", "", "", "", "Bad name."),
+        ("Bad name", "", "", "use x", "Bad name; use x"),
+        ("spec.x is bad.", "spec.x", "1", "", "spec.x is bad."),
+        ("is bad.", "spec.x", "", "", "spec.x: is bad."),
+        ("is bad; use y.", "", "", "use y", "is bad; use y."),
+    ];
+    for (message, field, value, suggestion, expected) in cases {
+        assert_eq!(
+            compose(message, field, value, suggestion),
+            expected,
+            "{message:?}"
+        );
+    }
+}
+
+#[test]
+fn an_issuance_names_the_secret_issuer_and_validity_and_what_it_resolved() {
+    let issued = Issued {
+        serial_number: "0a1b2c".into(),
+        not_before: None,
+        not_after: Some(Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 0,
+        }),
+        issuer: "internal".into(),
+    };
+    let notice = issued_notice(&outcome(2, 10), &issued, Some("PolicyViolation"));
+    assert_eq!(notice.type_(), EventType::Normal);
+    assert_eq!(notice.reason(), "Issued");
+    assert_eq!(
+        notice.note(),
+        "ServiceCertificate \"web\": certificate issued into Secret \"web-tls\" by \
+         CertificateAuthority \"internal\" (serial 0a1b2c, valid until 2027-01-15T08:00:00Z). \
+         The earlier PolicyViolation failure is resolved."
+    );
+    let plain = issued_notice(&outcome(2, 10), &issued, None);
+    assert!(!plain.note().contains("resolved"));
+}
+
+#[test]
+fn an_issuance_resolves_only_failures_that_came_before_it() {
+    let issued = outcome(2, 100);
+    assert!(resolves(&issued, &outcome(1, 200)), "older generation");
+    assert!(
+        resolves(&issued, &outcome(2, 50)),
+        "same generation, earlier"
+    );
+    assert!(resolves(&issued, &outcome(2, 100)), "same instant");
+    assert!(
+        !resolves(&issued, &outcome(2, 150)),
+        "failed again afterwards"
+    );
+    assert!(!resolves(&issued, &outcome(3, 10)), "a newer spec failed");
+}
+
+fn scert(uid: &str, ready: Option<bool>) -> ServiceCertificate {
+    let mut scert = ServiceCertificate::new("web", certflow_api::ServiceCertificateSpec::default());
+    scert.metadata.uid = Some(uid.into());
+    if let Some(ready) = ready {
+        let status = if ready {
+            certflow_api::ConditionStatus::True
+        } else {
+            certflow_api::ConditionStatus::False
+        };
+        scert.status = Some(certflow_api::ServiceCertificateStatus {
+            conditions: vec![certflow_api::Condition::new(
+                certflow_api::condition::READY,
+                status,
+                "Test",
+                "test".to_owned(),
+            )],
+            ..Default::default()
+        });
+    }
+    scert
+}
+
+#[test]
+fn a_failure_holds_while_its_certificate_exists_and_is_not_ready() {
+    let failure = outcome(1, 10);
+    assert!(still_failing(&failure, Some(&scert("u-1", Some(false)))));
+    assert!(
+        still_failing(&failure, Some(&scert("u-1", None))),
+        "no status yet"
+    );
+    assert!(
+        !still_failing(&failure, Some(&scert("u-1", Some(true)))),
+        "Ready"
+    );
+    assert!(
+        !still_failing(&failure, Some(&scert("u-2", Some(false)))),
+        "re-created"
+    );
+    assert!(!still_failing(&failure, None), "deleted");
+}

@@ -1,0 +1,756 @@
+//! Errors reach app owners: a broken ServiceCertificate → watcher → signer →
+//! JetStream → certflow-reporter → Events that `kubectl describe` prints on
+//! the Pods consuming the Secret, their Deployment and the ServiceCertificate
+//! itself. Real processes against the real local control plane; assertions
+//! are on kubectl's printed output wherever an app owner would read it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use certflow_api::{
+    CertificateAuthority, CertificateAuthoritySpec, IssuerPolicy, IssuerRef, ServiceCertificate,
+    ServiceCertificateSpec,
+};
+use certflow_bus::{ActiveFailures, FailureKey, Publisher, Topology, TraceId};
+use certflow_e2e::services::Services;
+use certflow_e2e::{eventually, run_ok};
+use certflow_proto::v1::report_request::Regarding;
+use certflow_proto::v1::reporter_client::ReporterClient;
+use certflow_proto::v1::{
+    EventType, Failed, Outcome, ReportRequest, SCHEMA_VERSION, SecretRef, outcome,
+};
+use certflow_testenv::TestEnv;
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::{Client, ResourceExt as _};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One test's namespace, CertificateAuthority and services.
+struct Fixture {
+    env: &'static TestEnv,
+    client: Client,
+    services: Services,
+    issuer: String,
+}
+
+impl Fixture {
+    async fn start(prefix: &str) -> Self {
+        Self::start_with_reporter(prefix, &[]).await
+    }
+
+    /// A fixture whose reporter gets `reporter_args` on top of the defaults.
+    async fn start_with_reporter(prefix: &str, reporter_args: &[&str]) -> Self {
+        let env = certflow_testenv::shared();
+        let namespace = env.create_namespace(prefix).await.expect("namespace");
+        let client = env.client().await.expect("client");
+        let services = Services::start_with_reporter_args(env, &namespace, 1, reporter_args).await;
+        // A name no other test's CA is close to, so "did you mean" is ours.
+        let issuer = certflow_testenv::unique_name("internal-authority");
+        let ca = CertificateAuthority::new(
+            &issuer,
+            CertificateAuthoritySpec {
+                secret_name: format!("{issuer}-key-pair"),
+                generate: Some(true),
+                policy: Some(IssuerPolicy {
+                    allowed_dns_names: vec![
+                        "*.{namespace}.svc".into(),
+                        "*.{namespace}.svc.cluster.local".into(),
+                    ],
+                    ..IssuerPolicy::default()
+                }),
+                ..CertificateAuthoritySpec::default()
+            },
+        );
+        Api::<CertificateAuthority>::all(client.clone())
+            .create(&PostParams::default(), &ca)
+            .await
+            .expect("create CertificateAuthority");
+        Self {
+            env,
+            client,
+            services,
+            issuer,
+        }
+    }
+
+    fn namespace(&self) -> &str {
+        &self.services.namespace
+    }
+
+    fn scerts(&self) -> Api<ServiceCertificate> {
+        Api::namespaced(self.client.clone(), self.namespace())
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), self.namespace())
+    }
+
+    fn events(&self) -> Api<Event> {
+        Api::namespaced(self.client.clone(), self.namespace())
+    }
+
+    async fn apply_certificate(&self, name: &str, secret_name: &str, dns_name: &str, issuer: &str) {
+        let spec = ServiceCertificateSpec {
+            secret_name: secret_name.into(),
+            dns_names: vec![dns_name.into()],
+            issuer_ref: Some(IssuerRef {
+                name: issuer.into(),
+            }),
+            ..ServiceCertificateSpec::default()
+        };
+        self.scerts()
+            .patch(
+                name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&ServiceCertificate::new(name, spec)),
+            )
+            .await
+            .expect("apply ServiceCertificate");
+    }
+
+    /// `kubectl apply` of `manifest` in the test's namespace.
+    fn kubectl_apply(&self, manifest: &str) {
+        run_ok(
+            self.env
+                .kubectl()
+                .args(["apply", "-n", self.namespace(), "-f", "-"]),
+            manifest,
+        );
+    }
+
+    /// `kubectl describe <resource> <name>`, as printed.
+    fn describe(&self, resource: &str, name: &str) -> String {
+        run_ok(
+            self.env
+                .kubectl()
+                .args(["describe", resource, name, "-n", self.namespace()]),
+            "",
+        )
+    }
+
+    /// Waits until `kubectl describe <resource> <name>` prints an Event line
+    /// of `type_` from certflow-reporter that contains every one of
+    /// `texts`, and returns that line.
+    async fn described_event(
+        &self,
+        resource: &str,
+        name: &str,
+        type_: &str,
+        texts: &[&str],
+    ) -> String {
+        let mut last = String::new();
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                last = self.describe(resource, name);
+                if let Some(line) = reporter_event_line(&last, type_, texts) {
+                    return line;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            panic!(
+                "kubectl describe {resource} {name} never printed a {type_} event from \
+                 certflow-reporter containing {texts:?}; last output:\n{last}\n{}",
+                self.services.logs()
+            )
+        })
+    }
+
+    /// The names of the Pods labelled `app=<app>`, once there are `count`.
+    async fn pods_of(&self, app: &str, count: usize) -> Vec<String> {
+        let pods = self.pods();
+        let selector = format!("app={app}");
+        eventually(&format!("{count} Pods of {app}"), WAIT, || async {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            let names: Vec<String> = list.items.iter().map(|p| p.name_any()).collect();
+            (names.len() == count).then_some(names)
+        })
+        .await
+    }
+
+    async fn uid_of_pod(&self, name: &str) -> String {
+        self.pods()
+            .get(name)
+            .await
+            .expect("Pod")
+            .uid()
+            .expect("uid")
+    }
+
+    /// Events from certflow-reporter about the object `uid`.
+    async fn reporter_events(&self, uid: &str) -> Vec<Event> {
+        let fields = format!("regarding.uid={uid},reportingController=certflow-reporter");
+        self.events()
+            .list(&ListParams::default().fields(&fields))
+            .await
+            .expect("list Events")
+            .items
+    }
+}
+
+/// The line of `kubectl describe` output, in its Events section, that is an
+/// Event of `type_` from certflow-reporter containing every one of `texts`.
+fn reporter_event_line(output: &str, type_: &str, texts: &[&str]) -> Option<String> {
+    let events = output.split("\nEvents:").nth(1)?;
+    events
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with(type_) && line.contains("certflow-reporter"))
+        .find(|line| texts.iter().all(|text| line.contains(text)))
+        .map(str::to_owned)
+}
+
+/// A Deployment whose Pods mount Secret `secret_name` as a volume.
+fn deployment(name: &str, secret_name: &str, replicas: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+        - name: app
+          image: registry.example/app:1
+          volumeMounts: [{{name: tls, mountPath: /etc/tls, readOnly: true}}]
+      volumes:
+        - name: tls
+          secret: {{secretName: {secret_name}}}
+"#
+    )
+}
+
+/// A bare Pod whose only container has `container_extra` (YAML at the
+/// container's indentation) and whose spec has `spec_extra`.
+fn pod(name: &str, container_extra: &str, spec_extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  containers:
+    - name: app
+      image: registry.example/app:1
+{container_extra}
+{spec_extra}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_dns_name_typo_is_printed_by_kubectl_describe_on_the_pod_the_deployment_and_the_certificate()
+ {
+    let fx = Fixture::start("typo").await;
+    let ns = fx.namespace().to_owned();
+    fx.kubectl_apply(&deployment("web", "web-tls", 1));
+    let pods = fx.pods_of("web", 1).await;
+    let typo = format!("web.{ns}.svc.cluster.locl");
+    fx.apply_certificate("web", "web-tls", &typo, &fx.issuer)
+        .await;
+
+    let expected = ["spec.dnsNames[0]", typo.as_str(), "did you mean"];
+    let on_pod = fx
+        .described_event("pod", &pods[0], "Warning", &expected)
+        .await;
+    assert!(
+        on_pod.contains(&format!("did you mean \"web.{ns}.svc.cluster.local\"?")),
+        "the suggested fix is the allowed name: {on_pod}"
+    );
+    fx.described_event("deployment", "web", "Warning", &expected)
+        .await;
+    let on_certificate = fx
+        .described_event("scert", "web", "Warning", &expected)
+        .await;
+    assert_eq!(
+        on_pod.split_whitespace().nth(1),
+        on_certificate.split_whitespace().nth(1),
+        "the same reason everywhere"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_issuer_reaches_pods_consuming_the_secret_only_through_a_projected_volume_or_an_env_var()
+ {
+    let fx = Fixture::start("issuer").await;
+    let ns = fx.namespace().to_owned();
+    fx.kubectl_apply(&pod(
+        "projected",
+        "",
+        "  volumes:\n    - name: all\n      projected:\n        sources:\n          - secret: {name: api-tls}",
+    ));
+    fx.kubectl_apply(&pod(
+        "env",
+        "      env:\n        - name: CA\n          valueFrom: {secretKeyRef: {name: api-tls, key: ca.crt}}",
+        "",
+    ));
+    // One letter missing from the real CertificateAuthority's name.
+    let misspelled = fx.issuer.replacen("authority", "authorty", 1);
+    fx.apply_certificate("api", "api-tls", &format!("api.{ns}.svc"), &misspelled)
+        .await;
+
+    let expected = [
+        "IssuerNotFound",
+        "spec.issuerRef.name",
+        misspelled.as_str(),
+        "did you mean",
+        fx.issuer.as_str(),
+    ];
+    fx.described_event("pod", "projected", "Warning", &expected)
+        .await;
+    fx.described_event("pod", "env", "Warning", &expected).await;
+    fx.described_event("scert", "api", "Warning", &expected)
+        .await;
+}
+
+#[tokio::test]
+async fn a_pod_created_later_gets_the_current_warning_and_a_bystander_gets_none() {
+    let fx = Fixture::start("late").await;
+    // A name from another namespace: the policy allows only this one's.
+    let foreign = "db.other-team.svc";
+    fx.apply_certificate("db", "db-tls", foreign, &fx.issuer)
+        .await;
+    let expected = ["spec.dnsNames[0]", foreign];
+    fx.described_event("scert", "db", "Warning", &expected)
+        .await;
+
+    // The step that must wait: the Pod has to appear well after the failure.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    fx.kubectl_apply(&pod(
+        "bystander",
+        "      envFrom: [{secretRef: {name: unrelated}}]",
+        "",
+    ));
+    fx.kubectl_apply(&pod(
+        "late",
+        "      volumeMounts: [{name: tls, mountPath: /etc/tls}]",
+        "  volumes: [{name: tls, secret: {secretName: db-tls}}]",
+    ));
+    fx.described_event("pod", "late", "Warning", &expected)
+        .await;
+
+    // The bystander appeared first; had it been told anything, it would be
+    // visible by now.
+    let bystander = fx.describe("pod", "bystander");
+    assert!(
+        !bystander.contains("certflow-reporter"),
+        "a Pod that does not use the Secret gets nothing:\n{bystander}"
+    );
+    let uid = fx.uid_of_pod("bystander").await;
+    assert!(fx.reporter_events(&uid).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_changed_mistake_shows_its_new_message_and_fixing_it_brings_ready_a_normal_event_and_no_more_warnings()
+ {
+    let fx = Fixture::start("fix").await;
+    let ns = fx.namespace().to_owned();
+    fx.kubectl_apply(&deployment("shop", "shop-tls", 1));
+    let pods = fx.pods_of("shop", 1).await;
+    let typo = format!("shop.{ns}.svc.cluster.locl");
+    fx.apply_certificate("shop", "shop-tls", &typo, &fx.issuer)
+        .await;
+    fx.described_event("pod", &pods[0], "Warning", &[typo.as_str()])
+        .await;
+
+    // A different mistake is a different message, and kubectl shows it.
+    let second_typo = format!("shop.{ns}.svc.clustr.local");
+    fx.apply_certificate("shop", "shop-tls", &second_typo, &fx.issuer)
+        .await;
+    fx.described_event("pod", &pods[0], "Warning", &[second_typo.as_str()])
+        .await;
+
+    fx.apply_certificate("shop", "shop-tls", &format!("shop.{ns}.svc"), &fx.issuer)
+        .await;
+    let scerts = fx.scerts();
+    eventually("the ServiceCertificate to be Ready", WAIT, || async {
+        let scert = scerts.get("shop").await.ok()?;
+        scert.ready_condition()?.is_true().then_some(())
+    })
+    .await;
+    let ready = fx.describe("scert", "shop");
+    assert!(ready.contains("True"), "Ready=True is printed:\n{ready}");
+    let issued = ["Issued", "shop-tls", "is resolved"];
+    fx.described_event("scert", "shop", "Normal", &issued).await;
+    fx.described_event("pod", &pods[0], "Normal", &issued).await;
+    fx.described_event("deployment", "shop", "Normal", &issued)
+        .await;
+
+    // The failure is no longer active, for this reporter or any other.
+    let js =
+        async_nats::jetstream::new(async_nats::connect(fx.env.nats_url()).await.expect("NATS"));
+    let topology = Topology::new(&fx.services.bus_prefix).expect("topology");
+    let failures = ActiveFailures::ensure(&js, &topology)
+        .await
+        .expect("bucket");
+    let key = FailureKey {
+        namespace: ns.clone(),
+        secret_name: "shop-tls".into(),
+        name: "shop".into(),
+    };
+    assert_eq!(failures.get(&key).await.expect("get"), None);
+
+    // A Pod that starts now is not warned: once the reporter has reported
+    // something else to it, it has seen the Pod and chose not to warn it.
+    let pod_uid = fx.uid_of_pod(&pods[0]).await;
+    let warnings_before = warning_counts(&fx.reporter_events(&pod_uid).await);
+    fx.kubectl_apply(&pod(
+        "after-fix",
+        "      envFrom: [{secretRef: {name: shop-tls}}]",
+        "",
+    ));
+    let client = grpc_client(&fx, 0).await;
+    eventually("a report to reach the new Pod", WAIT, || {
+        let request = report(&ns, "shop-tls", "MarkerReported");
+        let mut client = client.clone();
+        let pods = fx.pods();
+        async move {
+            pods.get("after-fix").await.ok()?;
+            let response = client.report(request).await.ok()?;
+            let recipients = response.into_inner().recipients;
+            // The ServiceCertificate, two Pods and the Deployment.
+            (recipients >= 4).then_some(())
+        }
+    })
+    .await;
+    let after_fix = fx.describe("pod", "after-fix");
+    assert!(
+        reporter_event_line(&after_fix, "Normal", &["MarkerReported"]).is_some(),
+        "{after_fix}"
+    );
+    assert!(
+        reporter_event_line(&after_fix, "Warning", &[]).is_none(),
+        "no Warning after the fix:\n{after_fix}"
+    );
+    let warnings_after = warning_counts(&fx.reporter_events(&pod_uid).await);
+    assert_eq!(warnings_before, warnings_after, "no Warning repeated");
+}
+
+/// Name and series count of each Warning among `events`.
+fn warning_counts(events: &[Event]) -> BTreeMap<String, i32> {
+    events
+        .iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .map(|e| (e.name_any(), e.series.as_ref().map_or(1, |s| s.count)))
+        .collect()
+}
+
+/// A client of reporter `index`'s Report API. The API is served only once
+/// the reporter's Pod index is in sync, so a connection means it is ready.
+async fn grpc_client(fx: &Fixture, index: usize) -> ReporterClient<tonic::transport::Channel> {
+    let port = fx.services.reporters[index].grpc_port.expect("gRPC port");
+    let url = format!("http://127.0.0.1:{port}");
+    eventually("the Report API to accept connections", WAIT, || {
+        let url = url.clone();
+        async move { ReporterClient::connect(url).await.ok() }
+    })
+    .await
+}
+
+fn report(namespace: &str, secret_name: &str, reason: &str) -> ReportRequest {
+    ReportRequest {
+        regarding: Some(Regarding::Secret(SecretRef {
+            namespace: namespace.into(),
+            secret_name: secret_name.into(),
+        })),
+        r#type: EventType::Normal.into(),
+        reason: reason.into(),
+        message: "A control-plane service reports this through the Report API.".into(),
+        reporting_component: "certflow-e2e".into(),
+        ..ReportRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn the_report_api_reaches_the_consumers_of_a_secret_and_refuses_malformed_requests() {
+    let fx = Fixture::start("grpc").await;
+    let ns = fx.namespace().to_owned();
+    fx.kubectl_apply(&deployment("cache", "cache-tls", 2));
+    let pods = fx.pods_of("cache", 2).await;
+    let mut client = grpc_client(&fx, 0).await;
+
+    let mut bad = report(&ns, "cache-tls", "not a word");
+    bad.r#type = EventType::Warning.into();
+    let refused = client.report(bad).await.expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    let mut warning = report(&ns, "cache-tls", "QuotaExceeded");
+    warning.r#type = EventType::Warning.into();
+    warning.message = "The namespace has used its certificate quota.".into();
+    warning.suggestion = "delete ServiceCertificates you no longer use".into();
+    eventually(
+        "the Report to reach both Pods and the Deployment",
+        WAIT,
+        || {
+            let mut client = client.clone();
+            let warning = warning.clone();
+            async move {
+                let recipients = client.report(warning).await.ok()?.into_inner().recipients;
+                (recipients == 3).then_some(())
+            }
+        },
+    )
+    .await;
+    let expected = [
+        "QuotaExceeded",
+        "certificate quota",
+        "delete ServiceCertificates",
+    ];
+    for pod in &pods {
+        fx.described_event("pod", pod, "Warning", &expected).await;
+    }
+    fx.described_event("deployment", "cache", "Warning", &expected)
+        .await;
+}
+
+#[tokio::test]
+async fn a_thousand_repeats_leave_one_event_per_object_with_a_growing_count_within_the_rate_limit()
+{
+    // Series updates as fast as the rate limit allows, so that the limit
+    // (burst 25, then one per five minutes) is what bounds the writes.
+    let fx = Fixture::start_with_reporter("repeats", &["--series-interval=0s"]).await;
+    let ns = fx.namespace().to_owned();
+    fx.kubectl_apply(&deployment("api", "api-tls", 2));
+    let pods = fx.pods_of("api", 2).await;
+    let typo = format!("api.{ns}.svc.cluster.locl");
+    fx.apply_certificate("api", "api-tls", &typo, &fx.issuer)
+        .await;
+    fx.described_event("deployment", "api", "Warning", &[typo.as_str()])
+        .await;
+
+    let scert = fx.scerts().get("api").await.expect("ServiceCertificate");
+    let reason = last_failure(&scert).reason;
+    let mut recipients: Vec<String> = Vec::new();
+    for pod in &pods {
+        recipients.push(fx.uid_of_pod(pod).await);
+    }
+    recipients.push(scert.uid().expect("uid"));
+    let deployment =
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(fx.client.clone(), &ns)
+            .get("api")
+            .await
+            .expect("Deployment");
+    recipients.push(deployment.uid().expect("uid"));
+
+    // Every write from here on, as the API server sees it.
+    let since = fx
+        .events()
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("resourceVersion");
+    let (written, mut writes) = tokio::sync::mpsc::unbounded_channel();
+    let events = fx.events();
+    let watch = tokio::spawn(async move {
+        let mut stream = events
+            .watch(&WatchParams::default().timeout(110), &since)
+            .await
+            .expect("watch Events")
+            .boxed();
+        while let Some(Ok(event)) = stream.next().await {
+            if let WatchEvent::Added(e) | WatchEvent::Modified(e) = event {
+                let uid = e.regarding.as_ref().and_then(|r| r.uid.clone());
+                let count = e.series.as_ref().map_or(1, |s| s.count);
+                let _ = written.send((uid.unwrap_or_default(), count));
+            }
+        }
+    });
+
+    repeat_failure(&fx, &scert, 0..1000).await;
+
+    let reporter = &fx.services.reporters[0];
+    eventually("the reporter to handle the 1000 repeats", WAIT, || async {
+        let handled = reporter
+            .metric_sum("certflow_reporter_outcomes_total")
+            .await;
+        (handled >= 1001.0).then_some(())
+    })
+    .await;
+    let rate_limited = reporter
+        .metric_sum("certflow_reporter_events_rate_limited_total")
+        .await;
+    assert!(
+        rate_limited >= 4.0 * 900.0,
+        "most repeats were held back by the rate limit: {rate_limited}"
+    );
+
+    for uid in &recipients {
+        let warnings: Vec<Event> = fx
+            .reporter_events(uid)
+            .await
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "one Event for {uid}: {warnings:?}");
+    }
+    // Burst 25: the create and 24 series updates, each with a higher count.
+    let printed = fx
+        .described_event("pod", &pods[0], "Warning", &["(x25 over", typo.as_str()])
+        .await;
+    assert!(printed.contains(&reason), "{printed}");
+
+    watch.abort();
+    let mut counts: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    while let Ok((uid, count)) = writes.try_recv() {
+        counts.entry(uid).or_default().push(count);
+    }
+    for uid in &recipients {
+        let seen = counts.get(uid).cloned().unwrap_or_default();
+        assert!(
+            !seen.is_empty() && seen.len() <= 25,
+            "{uid}: between 1 and 25 writes after the first failure, not {}: {seen:?}",
+            seen.len()
+        );
+        assert!(
+            seen.windows(2).all(|pair| pair[0] < pair[1]),
+            "{uid}: the count grows with every write: {seen:?}"
+        );
+        assert_eq!(seen.last(), Some(&25), "{uid}: {seen:?}");
+    }
+}
+
+/// The failure the signer recorded in `scert`'s status.
+fn last_failure(scert: &ServiceCertificate) -> certflow_api::Failure {
+    scert
+        .status
+        .as_ref()
+        .and_then(|s| s.last_failure.clone())
+        .expect("status.lastFailure")
+}
+
+/// Publishes the failure recorded in `scert`'s status again, once for each
+/// of `attempts`, as the signer would on a repeat.
+async fn repeat_failure(fx: &Fixture, scert: &ServiceCertificate, attempts: std::ops::Range<u32>) {
+    let failure = last_failure(scert);
+    let nats = async_nats::connect(fx.env.nats_url()).await.expect("NATS");
+    let topology = Topology::new(&fx.services.bus_prefix).expect("topology");
+    let publisher = Publisher::new(async_nats::jetstream::new(nats), topology);
+    let trace = TraceId::generate();
+    for attempt in attempts {
+        let outcome = Outcome {
+            schema_version: SCHEMA_VERSION,
+            namespace: fx.namespace().to_owned(),
+            name: scert.name_any(),
+            uid: scert.uid().expect("uid"),
+            generation: scert.metadata.generation.unwrap_or_default(),
+            secret_name: scert.spec.secret_name.clone(),
+            result: Some(outcome::Result::Failed(Failed {
+                reason: failure.reason.clone(),
+                field_path: failure.field_path.clone().unwrap_or_default(),
+                value: failure.value.clone().unwrap_or_default(),
+                message: failure.message.clone(),
+                suggestion: String::new(),
+                permanent: true,
+                attempts: attempt + 2,
+            })),
+            occurred_at: Some(std::time::SystemTime::now().into()),
+            work_id: "e2e-repeats".into(),
+        };
+        let receipt = publisher
+            .publish_outcome(&outcome, &trace)
+            .await
+            .expect("publish");
+        assert!(!receipt.duplicate);
+    }
+}
+
+/// The series count of the one Warning from certflow-reporter about `uid`.
+async fn warning_count(fx: &Fixture, uid: &str) -> Option<i32> {
+    let warnings: Vec<Event> = fx
+        .reporter_events(uid)
+        .await
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .collect();
+    assert!(
+        warnings.len() <= 1,
+        "one Warning Event about {uid}: {warnings:?}"
+    );
+    warnings
+        .first()
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+}
+
+#[tokio::test]
+async fn a_second_reporter_knows_the_active_failures_and_continues_the_same_events() {
+    let mut fx = Fixture::start_with_reporter("replicas", &["--series-interval=0s"]).await;
+    let ns = fx.namespace().to_owned();
+    fx.kubectl_apply(&deployment("pay", "pay-tls", 1));
+    let pods = fx.pods_of("pay", 1).await;
+    let typo = format!("pay.{ns}.svc.cluster.locl");
+    fx.apply_certificate("pay", "pay-tls", &typo, &fx.issuer)
+        .await;
+    fx.described_event("pod", &pods[0], "Warning", &[typo.as_str()])
+        .await;
+    let scert = fx.scerts().get("pay").await.expect("ServiceCertificate");
+    let pod_uid = fx.uid_of_pod(&pods[0]).await;
+
+    repeat_failure(&fx, &scert, 0..10).await;
+    eventually("the first reporter to count 11", WAIT, || async {
+        (warning_count(&fx, &pod_uid).await == Some(11)).then_some(())
+    })
+    .await;
+
+    // The first replica stops (as in a rollout); a second one starts with
+    // nothing in memory.
+    let exit = fx.services.reporters[0]
+        .process
+        .terminate(Duration::from_secs(20));
+    assert!(
+        exit.is_some_and(|status| status.success()),
+        "the first reporter drains and exits cleanly on SIGTERM: {exit:?}\n{}",
+        fx.services.logs()
+    );
+    fx.services
+        .add_reporter_with_args(&["--series-interval=0s"]);
+    grpc_client(&fx, 1).await;
+
+    // It learned the active failure from NATS: a Pod starting now is warned.
+    fx.kubectl_apply(&pod(
+        "newcomer",
+        "      volumeMounts: [{name: tls, mountPath: /etc/tls}]",
+        "  volumes: [{name: tls, secret: {secretName: pay-tls}}]",
+    ));
+    fx.described_event("pod", "newcomer", "Warning", &[typo.as_str()])
+        .await;
+
+    // Its repeats continue the first replica's Events instead of adding new ones.
+    repeat_failure(&fx, &scert, 10..20).await;
+    let deployment =
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(fx.client.clone(), &ns)
+            .get("pay")
+            .await
+            .expect("Deployment");
+    for uid in [
+        pod_uid.clone(),
+        scert.uid().expect("uid"),
+        deployment.uid().expect("uid"),
+    ] {
+        eventually(
+            &format!("one Event about {uid} counting 21"),
+            WAIT,
+            || async { (warning_count(&fx, &uid).await == Some(21)).then_some(()) },
+        )
+        .await;
+    }
+    fx.described_event("pod", &pods[0], "Warning", &["(x21 over", typo.as_str()])
+        .await;
+}
