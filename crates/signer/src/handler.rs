@@ -307,17 +307,15 @@ impl Handler {
         let mut failure = violation.failure(&scert.name_any());
         let generation = scert.metadata.generation.unwrap_or_default();
         let status = scert.status.clone().unwrap_or_default();
-        // The same refusal of the same generation, already recorded and
-        // reported: writing again would only churn the API server (the
-        // watcher re-examines refused requests periodically).
-        let recorded =
-            status.last_failure.as_ref().is_some_and(|last| {
-                last.reason == failure.reason && last.message == failure.message
-            }) && status.observed_generation == Some(generation)
-                && scert.ready_condition().is_some_and(|c| !c.is_true());
-        if recorded {
-            return Ok(Handled::Failed { reason });
-        }
+        // The same refusal of the same generation, already recorded: status
+        // is not written again (no churn on the API server), but the outcome
+        // is, so the reporter keeps the Warning fresh: the API server
+        // deletes Events after an hour (--event-ttl), while the mistake
+        // persists until the owner fixes it.
+        let recorded = status.last_failure.as_ref().is_some_and(|last| {
+            last.reason == failure.reason && last.message == failure.message
+        }) && status.observed_generation == Some(generation)
+            && scert.ready_condition().is_some_and(|c| !c.is_true());
         let attempts = status.failed_attempts.unwrap_or_default().saturating_add(1);
         let outcome = self.outcome(
             scert,
@@ -334,6 +332,9 @@ impl Handler {
         );
         // Outcome first, for the reason given in `confirm`.
         self.publisher.publish_outcome(&outcome, trace).await?;
+        if recorded {
+            return Ok(Handled::Failed { reason });
+        }
         let mut conditions = status.conditions;
         let condition = ready(
             ConditionStatus::False,
