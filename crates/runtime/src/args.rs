@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("7").is_err(), "a unit is required, as in the CRDs");
+        assert!(
+            parse_duration("7").is_err(),
+            "a unit is required, as in the CRDs"
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("s").is_err());
