@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prerequisites tools build test crds env demo demo-down lint fmt
+.PHONY: help prerequisites tools build test crds env demo demo-down bench lint fmt
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,3 +39,7 @@ lint: ## formatting and clippy
 
 fmt:
 	$(CARGO) fmt --all
+
+bench: tools ## measure issuance throughput and latency (release build; several minutes)
+	$(CARGO) build --release --workspace --bins
+	CERTFLOW_BIN_DIR=target/release target/release/certflow-bench $(BENCH_ARGS)

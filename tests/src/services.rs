@@ -9,21 +9,26 @@ use std::time::Duration;
 use certflow_testenv::process::{ManagedProcess, free_ports};
 use certflow_testenv::{TestEnv, unique_name};
 
-/// The binary `name` built next to this test binary (`make test` builds
-/// every binary before running tests).
+/// The certflow binary `name`: from `CERTFLOW_BIN_DIR` when set, else built
+/// next to the running executable (a benchmark in `target/<profile>/`) or
+/// one level up (a test in `target/<profile>/deps/`). `make test` builds
+/// every binary before running tests.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build it with `cargo build --workspace` (`make test` does)",
-        path.display()
-    );
-    path
+    let candidates: Vec<PathBuf> = match std::env::var_os("CERTFLOW_BIN_DIR") {
+        Some(dir) => vec![PathBuf::from(dir).join(name)],
+        None => exe.ancestors().skip(1).take(2).map(|dir| dir.join(name)).collect(),
+    };
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is missing (looked at {candidates:?}): build it with `cargo build --workspace` \
+                 (`make test` does)"
+            )
+        })
 }
 
 /// One running service process and the ports it serves on.

@@ -1,0 +1,311 @@
+//! The scenarios `make bench` runs. Each creates its own namespace, CA and
+//! services, so runs do not disturb each other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use certflow_api::{
+    CertificateAuthority, CertificateAuthoritySpec, IssuerPolicy, IssuerRef, KeyAlgorithm,
+    PrivateKeySpec, ServiceCertificate, ServiceCertificateSpec,
+};
+use certflow_e2e::services::Services;
+use certflow_testenv::TestEnv;
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, ResourceExt as _};
+
+use crate::stats::Percentiles;
+
+/// When each object first reached the state a tracker looks for.
+type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// Records, for every ServiceCertificate in `namespace`, when it first was Ready.
+fn track_ready(client: Client, namespace: &str) -> Seen {
+    let seen: Seen = Arc::default();
+    let api: Api<ServiceCertificate> = Api::namespaced(client, namespace);
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        while let Ok(Some(scert)) = stream.try_next().await {
+            if scert.ready_condition().is_some_and(|c| c.is_true()) {
+                let mut seen = record.lock().expect("lock");
+                seen.entry(scert.name_any()).or_insert_with(Instant::now);
+            }
+        }
+    });
+    seen
+}
+
+/// Records, for every Pod in `namespace`, when a Warning from
+/// certflow-reporter about it first appeared.
+fn track_pod_warnings(client: Client, namespace: &str) -> Seen {
+    let seen: Seen = Arc::default();
+    let api: Api<Event> = Api::namespaced(client, namespace);
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        while let Ok(Some(event)) = stream.try_next().await {
+            let regarding = event.regarding.clone().unwrap_or_default();
+            let from_reporter = event.reporting_controller.as_deref() == Some("certflow-reporter");
+            if from_reporter
+                && event.type_.as_deref() == Some("Warning")
+                && regarding.kind.as_deref() == Some("Pod")
+            {
+                let mut seen = record.lock().expect("lock");
+                seen.entry(regarding.name.unwrap_or_default())
+                    .or_insert_with(Instant::now);
+            }
+        }
+    });
+    seen
+}
+
+async fn wait_for_count(seen: &Seen, count: usize, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let have = seen.lock().expect("lock").len();
+        if have >= count {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {have} of {count} reached in {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn create_ca(
+    client: &Client,
+    name: &str,
+    policy: Option<IssuerPolicy>,
+) -> anyhow::Result<()> {
+    let ca = CertificateAuthority::new(
+        name,
+        CertificateAuthoritySpec {
+            secret_name: format!("{name}-key-pair"),
+            generate: Some(true),
+            policy,
+            ..CertificateAuthoritySpec::default()
+        },
+    );
+    Api::<CertificateAuthority>::all(client.clone())
+        .create(&PostParams::default(), &ca)
+        .await?;
+    Ok(())
+}
+
+fn spec(name: &str, issuer: &str, algorithm: KeyAlgorithm, dns: String) -> ServiceCertificateSpec {
+    ServiceCertificateSpec {
+        secret_name: format!("{name}-tls"),
+        dns_names: vec![dns],
+        issuer_ref: Some(IssuerRef {
+            name: issuer.to_owned(),
+        }),
+        private_key: Some(PrivateKeySpec {
+            algorithm: Some(algorithm),
+            ..PrivateKeySpec::default()
+        }),
+        ..ServiceCertificateSpec::default()
+    }
+}
+
+/// Scenario 1: `count` ServiceCertificates created at once; seconds until
+/// every one is Ready (its Secret written and status updated).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Burst {
+    pub count: usize,
+    pub algorithm: String,
+    pub signers: usize,
+    pub seconds: f64,
+    pub per_second: f64,
+}
+
+pub async fn burst(
+    env: &TestEnv,
+    count: usize,
+    algorithm: KeyAlgorithm,
+    signers: usize,
+) -> anyhow::Result<Burst> {
+    let client = env.client().await?;
+    let ns = env.create_namespace("bench-burst").await?;
+    let mut services = Services::start(env, &ns, signers).await;
+    let issuer = certflow_testenv::unique_name("bench-ca");
+    create_ca(&client, &issuer, None).await?;
+    let ready = track_ready(client.clone(), &ns);
+    let api: Api<ServiceCertificate> = Api::namespaced(client.clone(), &ns);
+
+    let started = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            let name = format!("burst-{i}");
+            let spec = spec(&name, &issuer, algorithm, format!("burst-{i}.{ns}.svc"));
+            async move {
+                api.create(
+                    &PostParams::default(),
+                    &ServiceCertificate::new(&name, spec),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let result = wait_for_count(&ready, count, Duration::from_secs(600)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    services.stop();
+    result.map_err(|err| anyhow::anyhow!("{err}\n{}", services.logs()))?;
+    Ok(Burst {
+        count,
+        algorithm: algorithm.as_str().to_owned(),
+        signers,
+        seconds,
+        per_second: count as f64 / seconds,
+    })
+}
+
+/// Scenario 2: an open-loop load of `rate` ServiceCertificates per second
+/// for `duration`, half valid and half with a typo, each consumed by a
+/// one-replica Deployment. Latencies from apply to Ready and from apply to
+/// the Warning on the Pod.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Latency {
+    pub rate_per_second: u32,
+    pub seconds: u64,
+    pub apply_to_ready: Option<Percentiles>,
+    pub apply_to_pod_warning: Option<Percentiles>,
+}
+
+pub async fn latency(env: &TestEnv, rate: u32, duration: Duration) -> anyhow::Result<Latency> {
+    let client = env.client().await?;
+    let ns = env.create_namespace("bench-latency").await?;
+    let mut services = Services::start(env, &ns, 1).await;
+    let issuer = certflow_testenv::unique_name("bench-ca");
+    let policy = IssuerPolicy {
+        allowed_dns_names: vec!["*.{namespace}.svc".into()],
+        ..IssuerPolicy::default()
+    };
+    create_ca(&client, &issuer, Some(policy)).await?;
+    let total = (u64::from(rate) * duration.as_secs()) as usize;
+
+    // The consuming Deployments and their Pods exist before the load starts.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    futures::stream::iter(0..total)
+        .map(|i| {
+            let deployments = deployments.clone();
+            async move {
+                deployments
+                    .create(&PostParams::default(), &deployment(&format!("app-{i}")))
+                    .await
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let pod_of_app = loop {
+        let list = pods.list(&ListParams::default()).await?;
+        if list.items.len() >= total {
+            break list
+                .items
+                .iter()
+                .filter_map(|pod| Some((pod.labels().get("app")?.clone(), pod.name_any())))
+                .collect::<HashMap<String, String>>();
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {total} Pods were created",
+            list.items.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    let ready = track_ready(client.clone(), &ns);
+    let warnings = track_pod_warnings(client.clone(), &ns);
+    let api: Api<ServiceCertificate> = Api::namespaced(client.clone(), &ns);
+    let mut applied: Vec<(usize, Instant)> = Vec::with_capacity(total);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    for i in 0..total {
+        ticker.tick().await;
+        let name = format!("app-{i}");
+        // Odd ones misspell the namespace, which the policy refuses.
+        let dns = if i % 2 == 0 {
+            format!("app-{i}.{ns}.svc")
+        } else {
+            format!("app-{i}.{ns}x.svc")
+        };
+        let scert = ServiceCertificate::new(&name, spec(&name, &issuer, KeyAlgorithm::Ecdsa, dns));
+        let api = api.clone();
+        applied.push((i, Instant::now()));
+        // Open loop: the next apply does not wait for this one.
+        in_flight.push(async move { api.create(&PostParams::default(), &scert).await });
+        while let Some(done) = futures::FutureExt::now_or_never(in_flight.next()).flatten() {
+            done?;
+        }
+    }
+    while let Some(done) = in_flight.next().await {
+        done?;
+    }
+    let valid = total.div_ceil(2);
+    let result = async {
+        wait_for_count(&ready, valid, Duration::from_secs(300)).await?;
+        wait_for_count(&warnings, total - valid, Duration::from_secs(300)).await
+    }
+    .await;
+    services.stop();
+    result.map_err(|err| anyhow::anyhow!("{err}\n{}", services.logs()))?;
+
+    let ready = ready.lock().expect("lock").clone();
+    let warnings = warnings.lock().expect("lock").clone();
+    let mut to_ready = Vec::new();
+    let mut to_warning = Vec::new();
+    for (i, at) in applied {
+        let name = format!("app-{i}");
+        if i % 2 == 0 {
+            to_ready.extend(ready.get(&name).map(|t| t.duration_since(at)));
+        } else if let Some(pod) = pod_of_app.get(&name) {
+            to_warning.extend(warnings.get(pod).map(|t| t.duration_since(at)));
+        }
+    }
+    Ok(Latency {
+        rate_per_second: rate,
+        seconds: duration.as_secs(),
+        apply_to_ready: Percentiles::of(&to_ready),
+        apply_to_pod_warning: Percentiles::of(&to_warning),
+    })
+}
+
+/// A one-replica Deployment `name` whose Pods mount Secret `<name>-tls`.
+fn deployment(name: &str) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [{"name": "app", "image": "registry.example/app:1",
+                        "volumeMounts": [{"name": "tls", "mountPath": "/etc/tls"}]}],
+                    "volumes": [{"name": "tls", "secret": {"secretName": format!("{name}-tls")}}]
+                }
+            }
+        }
+    }))
+    .expect("a valid Deployment")
+}
