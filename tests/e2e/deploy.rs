@@ -1,0 +1,1346 @@
+//! `deploy/` proven against the real local control plane: the kustomize base
+//! applies with server-side apply and meets the "restricted" Pod Security
+//! Standard; the three services issue a certificate and report a typo while
+//! running with exactly the base's ServiceAccounts (TokenRequest tokens) and
+//! NATS users, and what each must not do is refused by the API server and by
+//! NATS; the TLS Component's settings connect a service over TLS. The
+//! Deployments, docker-compose.yml, the Dockerfile and the KEDA ScaledObject
+//! are checked against what the binaries and the running bus accept.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use certflow_api::{
+    CertificateAuthority, CertificateAuthoritySpec, IssuerRef, ServiceCertificate,
+    ServiceCertificateSpec,
+};
+use certflow_e2e::services::binary;
+use certflow_e2e::{eventually, run, run_ok};
+use certflow_testenv::process::{ManagedProcess, free_ports};
+use certflow_testenv::{TestEnv, unique_name};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt as _;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::Value;
+
+/// The namespace deploy/base installs into; the signer keeps CA key pairs here.
+const NAMESPACE: &str = "certflow-system";
+const WAIT: Duration = Duration::from_secs(90);
+/// Field manager of this test's applies.
+const MANAGER: &str = "certflow-deploy-e2e";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `kubectl kustomize <dir>` (dir relative to the repository root), one JSON
+/// value per object.
+fn render(env: &TestEnv, dir: &str) -> Vec<Value> {
+    let path = repo_root().join(dir);
+    let text = run_ok(env.kubectl().arg("kustomize").arg(&path), "");
+    parse_yaml_documents(&text)
+}
+
+/// The documents of a multi-document YAML text (separated by `---` lines).
+fn parse_yaml_documents(text: &str) -> Vec<Value> {
+    let mut documents = vec![String::new()];
+    for line in text.lines() {
+        if line.trim_end() == "---" {
+            documents.push(String::new());
+        } else if let Some(current) = documents.last_mut() {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    documents
+        .iter()
+        .map(|document| {
+            let value: serde_yaml::Value = serde_yaml::from_str(document).expect("valid YAML");
+            serde_json::to_value(value).expect("YAML maps to JSON")
+        })
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
+fn kind(object: &Value) -> &str {
+    object["kind"].as_str().unwrap_or_default()
+}
+
+fn name(object: &Value) -> &str {
+    object["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn find<'a>(objects: &'a [Value], wanted_kind: &str, wanted_name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| kind(o) == wanted_kind && name(o) == wanted_name)
+        .unwrap_or_else(|| panic!("the rendering has no {wanted_kind} {wanted_name}"))
+}
+
+/// A `kind: List` holding `objects`, for `kubectl apply -f -`.
+fn list(objects: &[&Value]) -> String {
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
+}
+
+/// The kinds that carry identity and permissions.
+const RBAC_KINDS: [&str; 6] = [
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// Applies, for real and once per test binary, the Namespace, ServiceAccounts
+/// and RBAC of the rendered base, and returns the whole rendering. Server-side
+/// apply is idempotent, so a re-run against the same cluster changes nothing.
+fn install_base_rbac(env: &TestEnv) -> &'static [Value] {
+    static RENDERED: OnceLock<Vec<Value>> = OnceLock::new();
+    RENDERED.get_or_init(|| {
+        let objects = render(env, "deploy/base");
+        let identity: Vec<&Value> = objects
+            .iter()
+            .filter(|o| RBAC_KINDS.contains(&kind(o)))
+            .collect();
+        run_ok(
+            env.kubectl().args([
+                "apply",
+                "--server-side",
+                "--field-manager",
+                MANAGER,
+                "-f",
+                "-",
+            ]),
+            &list(&identity),
+        );
+        objects
+    })
+}
+
+/// The files of the rendered NATS ConfigMap (`nats.conf`, `auth.conf`,
+/// `tls.conf`, `cluster-tls.conf`) by name.
+fn nats_config_files(objects: &[Value]) -> BTreeMap<String, String> {
+    let config_map = objects
+        .iter()
+        .find(|o| kind(o) == "ConfigMap" && name(o).starts_with("certflow-nats-config"))
+        .expect("deploy/base renders the NATS ConfigMap");
+    serde_json::from_value(config_map["data"].clone()).expect("string data")
+}
+
+// ---------------------------------------------------------------------------
+// The manifests themselves.
+
+#[tokio::test]
+async fn the_rendered_base_applies_with_server_side_apply_and_meets_the_restricted_pod_security_standard()
+ {
+    let env = certflow_testenv::shared();
+    let objects = install_base_rbac(env);
+
+    // Workloads are applied as a server-side dry run: admission (schemas,
+    // Pod Security) runs in full, but no Pods pile up in the shared cluster.
+    let all: Vec<&Value> = objects.iter().collect();
+    let output = run(
+        env.kubectl().args([
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--field-manager",
+            MANAGER,
+            "-f",
+            "-",
+        ]),
+        &list(&all),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the rendered base does not apply:\n{stdout}\n{stderr}"
+    );
+    // Pod Security warns about pod templates that break "restricted"; no
+    // other warning (deprecated APIs, duplicate env names...) is expected either.
+    assert!(
+        !stderr.contains("Warning"),
+        "applying the base printed warnings:\n{stderr}"
+    );
+    for object in objects {
+        let applied = format!("/{} serverside-applied", name(object));
+        assert!(
+            stdout.contains(&applied),
+            "{} {} was not applied:\n{stdout}",
+            kind(object),
+            name(object)
+        );
+    }
+
+    // The check above can fail: the namespace really enforces "restricted",
+    // which a Pod without any security context breaks.
+    let unhardened = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "unhardened-probe", "namespace": NAMESPACE},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    });
+    let refused = run(
+        env.kubectl()
+            .args(["apply", "--server-side", "--dry-run=server", "-f", "-"]),
+        &unhardened.to_string(),
+    );
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("violates PodSecurity"),
+        "{NAMESPACE} must enforce the restricted Pod Security Standard: {refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_generated_crd_is_part_of_the_base() {
+    let env = certflow_testenv::shared();
+    let objects = install_base_rbac(env);
+    let rendered: BTreeSet<&str> = objects
+        .iter()
+        .filter(|o| kind(o) == "CustomResourceDefinition")
+        .map(name)
+        .collect();
+    let crd_dir = repo_root().join("deploy/crds");
+    let mut generated = BTreeSet::new();
+    for entry in std::fs::read_dir(&crd_dir).expect("deploy/crds") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|ext| ext == "yaml") {
+            let text = std::fs::read_to_string(&path).expect("read CRD");
+            for crd in parse_yaml_documents(&text) {
+                generated.insert(name(&crd).to_owned());
+            }
+        }
+    }
+    assert!(!generated.is_empty(), "no CRDs in {}", crd_dir.display());
+    let rendered: BTreeSet<String> = rendered.into_iter().map(str::to_owned).collect();
+    assert_eq!(
+        rendered, generated,
+        "deploy/crds/Kustomization must list every generated CRD"
+    );
+}
+
+#[tokio::test]
+async fn the_nats_cluster_configuration_is_valid_and_every_variable_it_reads_is_set() {
+    let env = certflow_testenv::shared();
+    let objects = install_base_rbac(env);
+    let files = nats_config_files(objects);
+    let statefulset = find(objects, "StatefulSet", "certflow-nats");
+    let container = &statefulset["spec"]["template"]["spec"]["containers"][0];
+    let set: BTreeSet<String> = container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect();
+    let used: BTreeSet<String> = files.values().flat_map(|text| variables(text)).collect();
+    assert_eq!(
+        used, set,
+        "the NATS container must set exactly the variables its configuration reads"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (file, text) in &files {
+        std::fs::write(dir.path().join(file), text).expect("write config");
+    }
+    let mut check = std::process::Command::new(&env.tools().nats_server);
+    check.args(["-t", "-c"]).arg(dir.path().join("nats.conf"));
+    for variable in &set {
+        check.env(variable, "x");
+    }
+    let output = run(&mut check, "");
+    assert!(
+        output.status.success(),
+        "nats-server rejects deploy/base/nats/nats.conf: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `$NAME` references outside quotes and comments: NATS configuration
+/// variables, read from the environment when not defined in the file.
+fn variables(config: &str) -> BTreeSet<String> {
+    config
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .flat_map(|line| {
+            line.split(|c: char| c.is_whitespace() || c == ':' || c == '=')
+                .filter_map(|token| token.strip_prefix('$'))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|name| !name.is_empty() && !name.contains('"'))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Flags and environment against the binaries.
+
+/// The long flags and environment variables a binary's `--help` names.
+#[derive(Debug)]
+struct Accepted {
+    flags: BTreeSet<String>,
+    env: BTreeSet<String>,
+}
+
+/// Environment variables read by libraries rather than by certflow's flags.
+const LIBRARY_ENV: [(&str, &str); 2] = [
+    ("KUBECONFIG", "kube::Client::try_default"),
+    ("SSL_CERT_FILE", "rustls-native-certs, for async-nats TLS"),
+];
+
+fn accepted(binary_name: &str) -> Accepted {
+    let help = run_ok(
+        std::process::Command::new(binary(binary_name)).arg("--help"),
+        "",
+    );
+    let flags = help
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("--"))
+        .map(|flag| flag.trim_end_matches([',', '.', ')']).to_owned())
+        .filter(|flag| !flag.is_empty())
+        .collect();
+    let env = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next())
+        .map(str::to_owned)
+        .collect();
+    Accepted { flags, env }
+}
+
+/// Every problem with one container's command line and environment.
+fn misuses(binary_name: &str, args: &[String], env: &[String]) -> Vec<String> {
+    let accepted = accepted(binary_name);
+    let mut problems = Vec::new();
+    for arg in args {
+        if let Some(flag) = arg.strip_prefix("--") {
+            let flag = flag.split('=').next().unwrap_or_default();
+            if !accepted.flags.contains(flag) {
+                problems.push(format!("{binary_name} has no flag --{flag}"));
+            }
+        }
+    }
+    for name in env {
+        let from_library = LIBRARY_ENV.iter().any(|(known, _)| known == name);
+        if !from_library && !accepted.env.contains(name) {
+            problems.push(format!(
+                "{binary_name} reads no environment variable {name}"
+            ));
+        }
+    }
+    problems
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn binary_name(command: &str) -> String {
+    command.rsplit('/').next().unwrap_or(command).to_owned()
+}
+
+#[tokio::test]
+async fn the_deployments_use_only_flags_and_environment_variables_their_binaries_accept() {
+    let env = certflow_testenv::shared();
+    let mut objects = install_base_rbac(env).to_vec();
+    objects.extend(render(env, "deploy/examples/nats-tls"));
+    let mut checked = BTreeSet::new();
+    let mut problems = Vec::new();
+    for deployment in objects.iter().filter(|o| kind(o) == "Deployment") {
+        for container in deployment["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+        {
+            let command = strings(&container["command"]);
+            let binary_name = binary_name(command.first().expect("an explicit command"));
+            let mut args = command[1..].to_vec();
+            args.extend(strings(&container["args"]));
+            let env: Vec<String> = container["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["name"].as_str().map(str::to_owned))
+                .collect();
+            problems.extend(misuses(&binary_name, &args, &env));
+            checked.insert(binary_name);
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(
+        checked.contains("certflow-watcher") && checked.contains("certflow-signer"),
+        "{checked:?}"
+    );
+}
+
+#[tokio::test]
+async fn each_service_logs_in_to_nats_as_its_own_user_with_its_own_password() {
+    let env = certflow_testenv::shared();
+    let objects = install_base_rbac(env);
+    let auth = &nats_config_files(objects)["auth.conf"];
+    let nats = find(objects, "StatefulSet", "certflow-nats");
+    let nats_env = &nats["spec"]["template"]["spec"]["containers"][0]["env"];
+    for service in ["certflow-watcher", "certflow-signer"] {
+        let deployment = find(objects, "Deployment", service);
+        let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+        let var = |wanted: &str| {
+            env.as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == wanted)
+                .cloned()
+                .unwrap_or_else(|| panic!("{service} sets no {wanted}"))
+        };
+        let user = var("CERTFLOW_NATS_USER")["value"]
+            .as_str()
+            .expect("a literal user")
+            .to_owned();
+        let key = var("CERTFLOW_NATS_PASSWORD")["valueFrom"]["secretKeyRef"].clone();
+        // The NATS server reads the same Secret key into the variable that
+        // auth.conf uses as this user's password.
+        let server_var = nats_env
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["valueFrom"]["secretKeyRef"] == key)
+            .and_then(|e| e["name"].as_str())
+            .unwrap_or_else(|| panic!("NATS does not read {service}'s password {key}"));
+        let block = auth
+            .split("user: ")
+            .find(|block| block.starts_with(&user))
+            .unwrap_or_else(|| panic!("auth.conf has no user {user}"));
+        assert!(
+            block.contains(&format!("password: ${server_var}")),
+            "auth.conf's user {user} must use ${server_var} as its password"
+        );
+    }
+}
+
+#[tokio::test]
+async fn compose_services_use_only_flags_and_environment_variables_their_binaries_accept() {
+    let text = std::fs::read_to_string(repo_root().join("docker-compose.yml"))
+        .expect("docker-compose.yml");
+    let mut compose: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
+    compose.apply_merge().expect("merge keys resolve");
+    let compose = serde_json::to_value(compose).expect("JSON");
+    let services = compose["services"].as_object().expect("services");
+    let mut checked = BTreeSet::new();
+    let mut problems = Vec::new();
+    for (service, definition) in services {
+        let environment: BTreeSet<String> = definition["environment"]
+            .as_object()
+            .map(|vars| vars.keys().cloned().collect())
+            .unwrap_or_default();
+        for volume in strings(&definition["volumes"]) {
+            let source = volume.split(':').next().unwrap_or_default();
+            if !source.starts_with("./deploy/") {
+                continue;
+            }
+            let path = repo_root().join(source);
+            assert!(
+                path.is_file(),
+                "{service} mounts {source}, which does not exist"
+            );
+            // Configuration files (NATS's) read their variables from the
+            // container's environment.
+            let text = std::fs::read_to_string(&path).expect("mounted file");
+            for variable in variables(&text) {
+                assert!(
+                    environment.contains(&variable),
+                    "{source} reads ${variable}, which {service} does not set"
+                );
+            }
+        }
+        let command = strings(&definition["command"]);
+        let Some(first) = command.first() else {
+            continue;
+        };
+        let binary_name = binary_name(first);
+        if !binary_name.starts_with("certflow-") {
+            continue;
+        }
+        let env: Vec<String> = environment.into_iter().collect();
+        problems.extend(misuses(&binary_name, &command[1..], &env));
+        checked.insert(binary_name);
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    let expected: BTreeSet<String> = ["certflow-watcher", "certflow-signer", "certflow-reporter"]
+        .map(str::to_owned)
+        .into();
+    assert_eq!(checked, expected, "docker-compose.yml runs each service");
+}
+
+#[test]
+fn the_flag_check_notices_an_unknown_flag_or_variable() {
+    let problems = misuses(
+        "certflow-signer",
+        &["--namespace=x".into(), "--no-such-flag".into()],
+        &[
+            "CERTFLOW_NAMESPACE".into(),
+            "CERTFLOW_NO_SUCH_VARIABLE".into(),
+        ],
+    );
+    assert_eq!(
+        problems,
+        [
+            "certflow-signer has no flag --no-such-flag",
+            "certflow-signer reads no environment variable CERTFLOW_NO_SUCH_VARIABLE"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// RBAC: what the ServiceAccounts may and may not do.
+
+/// `kubectl auth can-i` as a certflow ServiceAccount, impersonated by admin.
+/// `kubectl auth can-i` as a certflow ServiceAccount, impersonated by admin.
+/// `resource` may name a subresource: `servicecertificates.certflow.io/status`.
+fn can(env: &TestEnv, account: &str, verb: &str, resource: &str, namespace: &str) -> bool {
+    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+    let mut command = env.kubectl();
+    command.args([
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "-n",
+        namespace,
+        &format!("--as=system:serviceaccount:{NAMESPACE}:{account}"),
+    ]);
+    if !subresource.is_empty() {
+        command.arg(format!("--subresource={subresource}"));
+    }
+    let output = run(&mut command, "");
+    let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        answer == "yes" || answer == "no",
+        "kubectl auth can-i failed: {output:?}"
+    );
+    answer == "yes"
+}
+
+#[tokio::test]
+async fn each_service_account_may_do_exactly_what_its_service_needs() {
+    let env = certflow_testenv::shared();
+    install_base_rbac(env);
+    let app = env
+        .create_namespace("deploy-rbac")
+        .await
+        .expect("namespace");
+    let app = app.as_str();
+    // (account, verb, resource, namespace, allowed)
+    #[rustfmt::skip]
+    let table: &[(&str, &str, &str, &str, bool)] = &[
+        // The reporter never reads Secrets.
+        ("certflow-reporter", "get", "secrets", app, false),
+        ("certflow-reporter", "list", "secrets", app, false),
+        ("certflow-reporter", "watch", "secrets", app, false),
+        ("certflow-reporter", "get", "secrets", NAMESPACE, false),
+        ("certflow-reporter", "list", "pods", app, true),
+        ("certflow-reporter", "get", "replicasets.apps", app, true),
+        ("certflow-reporter", "create", "events.events.k8s.io", app, true),
+        ("certflow-reporter", "patch", "events.events.k8s.io", app, true),
+        ("certflow-reporter", "create", "pods", app, false),
+        // The watcher never writes.
+        ("certflow-watcher", "create", "secrets", app, false),
+        ("certflow-watcher", "update", "secrets", app, false),
+        ("certflow-watcher", "patch", "secrets", app, false),
+        ("certflow-watcher", "delete", "secrets", app, false),
+        ("certflow-watcher", "create", "secrets", NAMESPACE, false),
+        ("certflow-watcher", "patch", "servicecertificates.certflow.io/status", app, false),
+        ("certflow-watcher", "create", "events.events.k8s.io", app, false),
+        ("certflow-watcher", "list", "secrets", app, true),
+        ("certflow-watcher", "watch", "servicecertificates.certflow.io", app, true),
+        // The signer writes Secrets and status, but never lists app Secrets,
+        // deletes or updates a Secret, or changes a spec.
+        ("certflow-signer", "get", "secrets", app, true),
+        ("certflow-signer", "create", "secrets", app, true),
+        ("certflow-signer", "patch", "secrets", app, true),
+        ("certflow-signer", "list", "secrets", app, false),
+        ("certflow-signer", "update", "secrets", app, false),
+        ("certflow-signer", "delete", "secrets", app, false),
+        ("certflow-signer", "delete", "secrets", NAMESPACE, false),
+        ("certflow-signer", "list", "secrets", NAMESPACE, true),
+        ("certflow-signer", "patch", "servicecertificates.certflow.io/status", app, true),
+        ("certflow-signer", "patch", "servicecertificates.certflow.io", app, false),
+        ("certflow-signer", "create", "events.events.k8s.io", app, false),
+    ];
+    let wrong: Vec<String> = table
+        .iter()
+        .filter(|(account, verb, resource, namespace, allowed)| {
+            can(env, account, verb, resource, namespace) != *allowed
+        })
+        .map(|(account, verb, resource, namespace, allowed)| {
+            let expected = if *allowed { "may" } else { "must not" };
+            format!("{account} {expected} {verb} {resource} in {namespace}")
+        })
+        .collect();
+    assert!(wrong.is_empty(), "RBAC differs from the design: {wrong:#?}");
+}
+
+#[tokio::test]
+async fn the_watcher_holds_no_verb_that_writes() {
+    let env = certflow_testenv::shared();
+    install_base_rbac(env);
+    let output = run_ok(
+        env.kubectl().args([
+            "auth",
+            "can-i",
+            "--list",
+            "-n",
+            "default",
+            &format!("--as=system:serviceaccount:{NAMESPACE}:certflow-watcher"),
+        ]),
+        "",
+    );
+    // Columns: Resources, Non-Resource URLs, Resource Names, Verbs ([a b]).
+    let mut saw_certflow = false;
+    for line in output.lines().skip(1) {
+        let resource = line.split_whitespace().next().unwrap_or_default();
+        // Every account may review its own access and identity.
+        if resource.ends_with(".authorization.k8s.io")
+            || resource.ends_with(".authentication.k8s.io")
+        {
+            continue;
+        }
+        saw_certflow |= resource.ends_with(".certflow.io");
+        let verbs = line
+            .rsplit('[')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(']');
+        for verb in verbs.split_whitespace() {
+            assert!(
+                ["get", "list", "watch"].contains(&verb),
+                "the watcher may {verb} {resource}:\n{output}"
+            );
+        }
+    }
+    assert!(
+        saw_certflow,
+        "the watcher's own rules are listed:\n{output}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The services, running as the manifests' identities.
+
+/// A nats-server with deploy/base's users and permissions (auth.conf from the
+/// rendered ConfigMap) and the passwords in `passwords`.
+struct Nats {
+    process: ManagedProcess,
+    url: String,
+    monitoring_port: u16,
+    passwords: BTreeMap<&'static str, String>,
+    /// The CA file clients trust when the server requires TLS.
+    tls_ca: Option<PathBuf>,
+}
+
+/// Certificates for a TLS-enabled test server, made with openssl.
+struct TestTls {
+    /// Holds `tls.crt`, `tls.key` and `ca.crt`, as the Secret certflow-nats-tls would.
+    dir: PathBuf,
+}
+
+impl TestTls {
+    /// A CA and a server certificate for 127.0.0.1 and the in-cluster names.
+    fn generate(dir: PathBuf) -> Self {
+        std::fs::create_dir_all(&dir).expect("tls dir");
+        let openssl = |args: &str| {
+            run_ok(
+                std::process::Command::new("openssl")
+                    .args(args.split(' '))
+                    .current_dir(&dir),
+                "",
+            );
+        };
+        let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+        openssl(&format!(
+            "req -x509 {new_key} -days 1 -keyout ca.key -out ca.crt -subj /CN=certflow-nats-test-ca"
+        ));
+        openssl(&format!(
+            "req {new_key} -keyout tls.key -out tls.csr -subj /CN=certflow-nats"
+        ));
+        std::fs::write(
+            dir.join("extensions.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:certflow-nats,DNS:*.certflow-nats-headless\n\
+             extendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .expect("extensions");
+        openssl(
+            "x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -days 1 -out tls.crt \
+             -extfile extensions.cnf",
+        );
+        Self { dir }
+    }
+}
+
+impl Nats {
+    /// A plain-TCP server with deploy/base's users.
+    async fn start(env: &TestEnv, objects: &[Value]) -> Self {
+        Self::start_with(env, objects, None).await
+    }
+
+    /// With `tls`, the server also includes the rendered `tls.conf`, its
+    /// certificate paths pointed at `tls.dir`.
+    async fn start_with(env: &TestEnv, objects: &[Value], tls: Option<&TestTls>) -> Self {
+        let dir = env.dir().join(unique_name("deploy-nats"));
+        std::fs::create_dir_all(&dir).expect("nats dir");
+        let files = nats_config_files(objects);
+        std::fs::write(dir.join("auth.conf"), &files["auth.conf"]).expect("auth.conf");
+        let tls_dir = tls.map(|tls| format!("{}/", tls.dir.display()));
+        let tls_conf = files["tls.conf"].replace(
+            "/etc/nats/tls/",
+            tls_dir.as_deref().unwrap_or("/etc/nats/tls/"),
+        );
+        std::fs::write(dir.join("tls.conf"), tls_conf).expect("tls.conf");
+        let [port, monitoring_port] = free_ports().expect("ports");
+        // One server instead of the three-node cluster; everything that
+        // decides who may do what (and how clients connect) comes from the
+        // rendered auth.conf and tls.conf.
+        let config = format!(
+            "server_name: certflow-deploy-e2e\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitoring_port}\n\
+             jetstream {{ store_dir: \"{}\" }}\ninclude ./auth.conf\ninclude ./tls.conf\n",
+            dir.join("jetstream").display()
+        );
+        std::fs::write(dir.join("nats.conf"), config).expect("nats.conf");
+        let passwords: BTreeMap<&'static str, String> = ["watcher", "signer", "reporter", "admin"]
+            .into_iter()
+            .map(|user| (user, unique_name(user)))
+            .collect();
+        let envs = passwords
+            .iter()
+            .map(|(user, password)| {
+                (
+                    format!("CERTFLOW_{}_PASSWORD", user.to_uppercase()),
+                    password.clone(),
+                )
+            })
+            .collect();
+        let process = ManagedProcess::start_with_env(
+            "nats-server (deploy)",
+            &env.tools().nats_server,
+            vec![
+                "--config".into(),
+                dir.join("nats.conf").display().to_string(),
+            ],
+            envs,
+            dir.join("nats-server.log"),
+        )
+        .expect("start nats-server");
+        let scheme = if tls.is_some() { "tls" } else { "nats" };
+        let nats = Self {
+            process,
+            url: format!("{scheme}://127.0.0.1:{port}"),
+            monitoring_port,
+            passwords,
+            tls_ca: tls.map(|tls| tls.dir.join("ca.crt")),
+        };
+        eventually("nats-server with deploy/base's users", WAIT, || async {
+            let admin = nats.connect("admin").await.ok()?;
+            async_nats::jetstream::new(admin).query_account().await.ok()
+        })
+        .await;
+        nats
+    }
+
+    fn options(&self, user: &str) -> async_nats::ConnectOptions {
+        let options = async_nats::ConnectOptions::with_user_and_password(
+            user.to_owned(),
+            self.passwords[user].clone(),
+        );
+        match &self.tls_ca {
+            Some(ca) => options.add_root_certificates(ca.clone()).require_tls(true),
+            None => options,
+        }
+    }
+
+    async fn connect(&self, user: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+        self.options(user).connect(&self.url).await
+    }
+
+    /// Connects as `user` and collects the errors the server sends back.
+    async fn connect_watching_errors(
+        &self,
+        user: &str,
+    ) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        let client = self
+            .options(user)
+            .event_callback(move |event| {
+                let sink = sink.clone();
+                async move {
+                    if let async_nats::Event::ServerError(error) = event {
+                        sink.lock().expect("errors").push(error.to_string());
+                    }
+                }
+            })
+            .connect(&self.url)
+            .await
+            .expect("connect");
+        (client, errors)
+    }
+
+    /// The permission violations the server logged (publish or subscribe).
+    fn violations(&self) -> Vec<String> {
+        std::fs::read_to_string(self.process.log_path())
+            .expect("nats-server log")
+            .lines()
+            .filter(|line| line.contains("Violation"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `/jsz` of the monitoring port, as KEDA's nats-jetstream scaler asks it.
+    async fn jsz(&self, account: &str) -> Value {
+        self.monitoring(&format!("/jsz?acc={account}&consumers=true&config=true"))
+            .await
+    }
+
+    /// A JSON page of the monitoring port (plain HTTP, also with TLS on).
+    async fn monitoring(&self, path: &str) -> Value {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.monitoring_port))
+            .await
+            .expect("monitoring port");
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("response");
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body)
+            .unwrap_or_else(|err| panic!("{path} is JSON ({err}): {response}"))
+    }
+}
+
+/// The `consumer_detail` entry of `/jsz` for one account, stream and consumer.
+fn consumer_detail(jsz: &Value, account: &str, stream: &str, consumer: &str) -> Option<Value> {
+    jsz["account_details"]
+        .as_array()?
+        .iter()
+        .filter(|a| a["name"] == account)
+        .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["name"] == stream)
+        .flat_map(|s| s["consumer_detail"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["name"] == consumer)
+}
+
+/// Publishes `subject` as a core NATS message and waits for the server to
+/// refuse it with a permissions violation.
+async fn refused_publish(nats: &Nats, user: &str, subject: &str) {
+    let (client, errors) = nats.connect_watching_errors(user).await;
+    client
+        .publish(subject.to_owned(), "not allowed".into())
+        .await
+        .expect("publish is sent");
+    client.flush().await.expect("flush");
+    let expected = format!("Permissions Violation for Publish to \"{subject}\"");
+    eventually(
+        &format!("NATS to refuse {user} publishing to {subject}"),
+        Duration::from_secs(10),
+        || {
+            let errors = errors.clone();
+            let expected = expected.clone();
+            async move {
+                let errors = errors.lock().expect("errors");
+                errors.iter().any(|e| e.contains(&expected)).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// One service process running as its own ServiceAccount and NATS user.
+fn start_service(
+    nats: &Nats,
+    log_dir: &Path,
+    binary_name: &str,
+    user: &str,
+    kubeconfig: &Path,
+    extra: &[String],
+    extra_env: &[(String, String)],
+) -> ManagedProcess {
+    let [metrics_port, health_port] = free_ports().expect("ports");
+    let mut args = vec![
+        format!("--nats-url={}", nats.url),
+        format!("--nats-user={user}"),
+        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+        format!("--health-addr=127.0.0.1:{health_port}"),
+    ];
+    args.extend_from_slice(extra);
+    let mut envs = vec![
+        ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
+        (
+            "CERTFLOW_NATS_PASSWORD".to_owned(),
+            nats.passwords[user].clone(),
+        ),
+        ("RUST_LOG".to_owned(), "info".to_owned()),
+    ];
+    envs.extend_from_slice(extra_env);
+    ManagedProcess::start_with_env(
+        binary_name,
+        &binary(binary_name),
+        args,
+        envs,
+        log_dir.join(format!("{}.log", unique_name(binary_name))),
+    )
+    .expect("start service")
+}
+
+fn data(secret: &Secret, key: &str) -> Vec<u8> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.0.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_services_issue_a_certificate_with_only_the_manifests_service_accounts_and_nats_users()
+{
+    let env = certflow_testenv::shared();
+    let objects = install_base_rbac(env);
+    let client = env.client().await.expect("client");
+    let app = env.create_namespace("deploy-app").await.expect("namespace");
+    let nats = Nats::start(env, objects).await;
+
+    let log_dir = env.dir().join(unique_name("deploy-services"));
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    let kubeconfig = |account: &'static str| async move {
+        env.service_account_kubeconfig(NAMESPACE, account)
+            .await
+            .expect("TokenRequest for the manifests' ServiceAccount")
+    };
+    let mut watcher = start_service(
+        &nats,
+        &log_dir,
+        "certflow-watcher",
+        "watcher",
+        &kubeconfig("certflow-watcher").await,
+        &[format!("--watch-namespace={app}")],
+        &[],
+    );
+    let mut signer = start_service(
+        &nats,
+        &log_dir,
+        "certflow-signer",
+        "signer",
+        &kubeconfig("certflow-signer").await,
+        &[format!("--namespace={NAMESPACE}")],
+        &[],
+    );
+    let [grpc_port] = free_ports().expect("port");
+    let mut reporter = start_service(
+        &nats,
+        &log_dir,
+        "certflow-reporter",
+        "reporter",
+        &kubeconfig("certflow-reporter").await,
+        &[format!("--grpc-addr=127.0.0.1:{grpc_port}")],
+        &[],
+    );
+    let logs = |processes: [&ManagedProcess; 3]| {
+        processes
+            .iter()
+            .map(|p| format!("--- {} ---\n{}", p.name(), p.tail(40)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // A generated CA whose key pair the signer creates in certflow-system.
+    let issuer = unique_name("deploy-ca");
+    let ca_secret = format!("{issuer}-key-pair");
+    let ca = CertificateAuthority::new(
+        &issuer,
+        CertificateAuthoritySpec {
+            secret_name: ca_secret.clone(),
+            generate: Some(true),
+            ..CertificateAuthoritySpec::default()
+        },
+    );
+    Api::<CertificateAuthority>::all(client.clone())
+        .create(&PostParams::default(), &ca)
+        .await
+        .expect("create CertificateAuthority");
+    let dns_name = format!("web.{app}.svc");
+    let scert = ServiceCertificate::new(
+        "web",
+        ServiceCertificateSpec {
+            secret_name: "web-tls".into(),
+            dns_names: vec![dns_name.clone()],
+            issuer_ref: Some(IssuerRef {
+                name: issuer.clone(),
+            }),
+            ..ServiceCertificateSpec::default()
+        },
+    );
+    let scerts: Api<ServiceCertificate> = Api::namespaced(client.clone(), &app);
+    scerts
+        .patch(
+            "web",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&scert),
+        )
+        .await
+        .expect("apply ServiceCertificate");
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &app);
+    let what = format!(
+        "web to be Ready with its Secret\n{}",
+        logs([&watcher, &signer, &reporter])
+    );
+    let secret = eventually(&what, WAIT, || async {
+        let scert = scerts.get("web").await.ok()?;
+        let status = scert.status.clone()?;
+        let ready = scert.ready_condition()?.is_true()
+            && status.observed_generation == scert.metadata.generation;
+        if !ready {
+            return None;
+        }
+        let secret = secrets.get("web-tls").await.ok()?;
+        (secret.annotations().get("certflow.io/serial") == status.serial_number.as_ref())
+            .then_some(secret)
+    })
+    .await;
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let inspection = certflow_pki::inspect(
+        &data(&secret, "tls.crt"),
+        &data(&secret, "tls.key"),
+        &data(&secret, "ca.crt"),
+    )
+    .expect("the issued certificate parses");
+    assert!(inspection.key_matches, "tls.key belongs to tls.crt");
+    assert!(inspection.signed_by_ca, "tls.crt is signed by ca.crt");
+    assert!(
+        inspection.dns_names.contains(&dns_name),
+        "{:?}",
+        inspection.dns_names
+    );
+
+    // A refused request reaches its owner: the reporter, reading no Secret,
+    // puts a Warning on the ServiceCertificate and on the Pod that mounts
+    // the Secret.
+    let missing_issuer = unique_name("no-such-ca");
+    let typo = ServiceCertificate::new(
+        "typo",
+        ServiceCertificateSpec {
+            secret_name: "typo-tls".into(),
+            dns_names: vec![format!("typo.{app}.svc")],
+            issuer_ref: Some(IssuerRef {
+                name: missing_issuer.clone(),
+            }),
+            ..ServiceCertificateSpec::default()
+        },
+    );
+    scerts
+        .patch(
+            "typo",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&typo),
+        )
+        .await
+        .expect("apply the ServiceCertificate with a typo");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "typo-app"},
+        "spec": {
+            "containers": [{"name": "app", "image": "app",
+                "volumeMounts": [{"name": "tls", "mountPath": "/tls"}]}],
+            "volumes": [{"name": "tls", "secret": {"secretName": "typo-tls"}}]
+        }
+    }))
+    .expect("a Pod");
+    Api::<Pod>::namespaced(client.clone(), &app)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create the Pod mounting typo-tls");
+    let events: Api<Event> = Api::namespaced(client.clone(), &app);
+    let what = format!(
+        "Warnings from certflow-reporter on the ServiceCertificate and the Pod\n{}",
+        logs([&watcher, &signer, &reporter])
+    );
+    eventually(&what, WAIT, || async {
+        let warned: BTreeSet<(String, String)> = events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| e.reporting_controller.as_deref() == Some("certflow-reporter"))
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .filter_map(|e| {
+                let regarding = e.regarding?;
+                Some((regarding.kind?, regarding.name?))
+            })
+            .collect();
+        let expected = [
+            ("ServiceCertificate".to_owned(), "typo".to_owned()),
+            ("Pod".to_owned(), "typo-app".to_owned()),
+        ];
+        expected
+            .iter()
+            .all(|wanted| warned.contains(wanted))
+            .then_some(())
+    })
+    .await;
+
+    // Every permission the services needed was granted: the server refused
+    // nothing so far, and the signer acknowledged every work item.
+    let violations = nats.violations();
+    assert!(
+        violations.is_empty(),
+        "NATS refused a service: {violations:#?}"
+    );
+    let what = format!(
+        "the signer to acknowledge every work item\n{}",
+        logs([&watcher, &signer, &reporter])
+    );
+    eventually(&what, WAIT, || async {
+        let jsz = nats.jsz("CERTFLOW").await;
+        let consumer = consumer_detail(&jsz, "CERTFLOW", "CERTFLOW_WORK", "signer")?;
+        let delivered = consumer["delivered"]["consumer_seq"].as_u64()?;
+        let settled = consumer["num_pending"] == 0 && consumer["num_ack_pending"] == 0;
+        (settled && delivered > 0).then_some(())
+    })
+    .await;
+
+    // The CA key pair exists in certflow-system, and an application's own
+    // ServiceAccount cannot read it.
+    let ca_secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    assert!(
+        ca_secrets
+            .get_opt(&ca_secret)
+            .await
+            .expect("admin reads")
+            .is_some(),
+        "the signer created the CA key pair {NAMESPACE}/{ca_secret}"
+    );
+    let app_kubeconfig = env
+        .service_account_kubeconfig(&app, "app")
+        .await
+        .expect("app ServiceAccount");
+    for account_kubeconfig in [app_kubeconfig, kubeconfig("certflow-reporter").await] {
+        let denied = run(
+            env.kubectl()
+                .env("KUBECONFIG", &account_kubeconfig)
+                .args(["get", "secret", &ca_secret, "-n", NAMESPACE, "-o", "name"]),
+            "",
+        );
+        let stderr = String::from_utf8_lossy(&denied.stderr);
+        assert!(
+            !denied.status.success() && stderr.contains("Forbidden"),
+            "{} read the CA key pair: {denied:?}",
+            account_kubeconfig.display()
+        );
+    }
+    // And the watcher's token really cannot write a Secret.
+    let denied = run(
+        env.kubectl()
+            .env("KUBECONFIG", kubeconfig("certflow-watcher").await)
+            .args([
+                "create",
+                "secret",
+                "generic",
+                "forged",
+                "-n",
+                &app,
+                "--from-literal=k=v",
+            ]),
+        "",
+    );
+    assert!(
+        !denied.status.success() && String::from_utf8_lossy(&denied.stderr).contains("forbidden"),
+        "the watcher created a Secret: {denied:?}"
+    );
+
+    // NATS: only the watcher publishes work; nobody else pulls the signer's.
+    let work_subject = format!("certflow.work.v1.{app}.forged");
+    refused_publish(&nats, "reporter", &work_subject).await;
+    refused_publish(&nats, "signer", &work_subject).await;
+    refused_publish(
+        &nats,
+        "watcher",
+        "$JS.API.CONSUMER.MSG.NEXT.CERTFLOW_WORK.signer",
+    )
+    .await;
+    refused_publish(
+        &nats,
+        "reporter",
+        "$JS.API.CONSUMER.MSG.NEXT.CERTFLOW_WORK.signer",
+    )
+    .await;
+    refused_publish(&nats, "watcher", "$JS.API.STREAM.PURGE.CERTFLOW_WORK").await;
+    refused_publish(&nats, "signer", "$JS.API.STREAM.DELETE.CERTFLOW_OUTCOMES").await;
+    refused_publish(&nats, "reporter", "certflow.outcome.v1.x.forged").await;
+    assert!(
+        async_nats::connect(&nats.url).await.is_err(),
+        "NATS must refuse clients without a user"
+    );
+
+    // KEDA's scaler reads the signer's lag from /jsz of the account, stream
+    // and consumer named in the ScaledObject; they exist on the running bus.
+    let keda = render(env, "deploy/optional/keda");
+    let trigger =
+        &find(&keda, "ScaledObject", "certflow-signer")["spec"]["triggers"][0]["metadata"];
+    let (account, stream, consumer) = (
+        trigger["account"].as_str().expect("account"),
+        trigger["stream"].as_str().expect("stream"),
+        trigger["consumer"].as_str().expect("consumer"),
+    );
+    let jsz = nats.jsz(account).await;
+    assert!(
+        consumer_detail(&jsz, account, stream, consumer).is_some(),
+        "KEDA would not find account {account}, stream {stream}, consumer {consumer}: {jsz:#}"
+    );
+
+    for process in [&mut watcher, &mut signer, &mut reporter] {
+        let status = process.terminate(Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{} did not stop cleanly on SIGTERM: {status:?}\n{}",
+            process.name(),
+            process.tail(20)
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_the_tls_component_a_service_reaches_nats_over_tls_trusting_only_the_mounted_ca() {
+    let env = certflow_testenv::shared();
+    install_base_rbac(env);
+    let objects = render(env, "deploy/examples/nats-tls");
+    let tls = TestTls::generate(env.dir().join(unique_name("deploy-tls")));
+    let nats = Nats::start_with(env, &objects, Some(&tls)).await;
+    let app = env.create_namespace("deploy-tls").await.expect("namespace");
+    let log_dir = env.dir().join(unique_name("deploy-tls-services"));
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    let kubeconfig = env
+        .service_account_kubeconfig(NAMESPACE, "certflow-watcher")
+        .await
+        .expect("TokenRequest");
+
+    // What the Component tells the watcher: a tls:// URL and a CA file.
+    let container = &find(&objects, "Deployment", "certflow-watcher")["spec"]["template"]["spec"]["containers"]
+        [0];
+    let rendered_env = |wanted: &str| {
+        container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == wanted)
+            .and_then(|e| e["value"].as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("the TLS Component sets no {wanted}"))
+    };
+    let url = rendered_env("CERTFLOW_NATS_URL");
+    assert!(url.starts_with("tls://"), "{url}");
+    assert!(
+        rendered_env("SSL_CERT_FILE").ends_with("/ca.crt"),
+        "SSL_CERT_FILE names the mounted ca.crt"
+    );
+    let ca = tls.dir.join("ca.crt").display().to_string();
+
+    // Without the CA the server's certificate is not trusted: no connection.
+    let mut untrusting = start_service(
+        &nats,
+        &log_dir,
+        "certflow-watcher",
+        "watcher",
+        &kubeconfig,
+        &[
+            format!("--watch-namespace={app}"),
+            "--nats-connect-timeout=2s".to_owned(),
+        ],
+        &[],
+    );
+    let (status, tail) = eventually("the watcher without the CA to give up", WAIT, || {
+        let exited = match untrusting.check_running() {
+            Err(certflow_testenv::Error::Exited { status, tail, .. }) => Some((status, tail)),
+            _ => None,
+        };
+        async move { exited }
+    })
+    .await;
+    assert!(
+        status != "exit status: 0" && tail.to_lowercase().contains("certificate"),
+        "a watcher without the CA must fail on the server's certificate ({status}):\n{tail}"
+    );
+
+    let watcher = start_service(
+        &nats,
+        &log_dir,
+        "certflow-watcher",
+        "watcher",
+        &kubeconfig,
+        &[format!("--watch-namespace={app}")],
+        &[("SSL_CERT_FILE".to_owned(), ca)],
+    );
+    let what = format!("the watcher to connect over TLS\n{}", watcher.tail(30));
+    let connection = eventually(&what, WAIT, || async {
+        let connz = nats.monitoring("/connz?auth=true").await;
+        connz["connections"]
+            .as_array()?
+            .iter()
+            .find(|c| c["authorized_user"] == "watcher" && c["name"] == "certflow-watcher")
+            .cloned()
+    })
+    .await;
+    assert!(
+        connection["tls_version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
+        "the watcher's connection is not TLS: {connection:#}"
+    );
+}
+
+#[tokio::test]
+async fn the_image_holds_every_binary_the_manifests_run_as_the_user_they_expect() {
+    let env = certflow_testenv::shared();
+    let objects = install_base_rbac(env);
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).expect("Dockerfile");
+    assert!(
+        dockerfile.contains("COPY --from=builder /out/ /usr/local/bin/"),
+        "the binaries land in /usr/local/bin"
+    );
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("USER "))
+        .expect("the image sets USER");
+    for deployment in objects.iter().filter(|o| kind(o) == "Deployment") {
+        let pod = &deployment["spec"]["template"]["spec"];
+        let command = strings(&pod["containers"][0]["command"]);
+        let path = command.first().expect("an explicit command");
+        let binary_name = path
+            .strip_prefix("/usr/local/bin/")
+            .unwrap_or_else(|| panic!("{path} is not in /usr/local/bin"));
+        assert!(
+            dockerfile.contains(&format!("-p {binary_name}"))
+                && dockerfile.contains(&format!("target/release/{binary_name}")),
+            "the Dockerfile does not build and copy {binary_name}"
+        );
+        let run_as = &pod["securityContext"];
+        assert_eq!(
+            format!("{}:{}", run_as["runAsUser"], run_as["runAsGroup"]),
+            user,
+            "{} runs as the image's user",
+            name(deployment)
+        );
+    }
+}
