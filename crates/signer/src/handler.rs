@@ -312,10 +312,11 @@ impl Handler {
         // is, so the reporter keeps the Warning fresh: the API server
         // deletes Events after an hour (--event-ttl), while the mistake
         // persists until the owner fixes it.
-        let recorded = status.last_failure.as_ref().is_some_and(|last| {
-            last.reason == failure.reason && last.message == failure.message
-        }) && status.observed_generation == Some(generation)
-            && scert.ready_condition().is_some_and(|c| !c.is_true());
+        let recorded =
+            status.last_failure.as_ref().is_some_and(|last| {
+                last.reason == failure.reason && last.message == failure.message
+            }) && status.observed_generation == Some(generation)
+                && scert.ready_condition().is_some_and(|c| !c.is_true());
         let attempts = status.failed_attempts.unwrap_or_default().saturating_add(1);
         let outcome = self.outcome(
             scert,
