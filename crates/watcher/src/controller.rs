@@ -24,6 +24,9 @@ use crate::Error;
 use crate::decide::{Decision, Observed, decide};
 use crate::metrics::Metrics;
 
+/// How long in-flight reconciles may take after shutdown was requested.
+const RECONCILE_DRAIN: Duration = Duration::from_secs(10);
+
 /// Settings of the reconcile loop.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -107,7 +110,7 @@ pub async fn run(
         metrics,
         published: Mutex::default(),
     });
-    controller
+    let reconciling = controller
         .watches(
             scoped::<Secret>(client.clone(), namespace),
             managed,
@@ -136,14 +139,27 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .graceful_shutdown_on({
+            let shutdown = shutdown.clone();
+            async move { shutdown.cancelled().await }
+        })
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(err) = result {
                 warn!(error = %err, "reconcile failed");
             }
-        })
-        .await;
+        });
+    // kube's Controller finishes only after its cache has been filled once:
+    // a shutdown before the first listing completed would wait forever. A
+    // reconcile is one publish, so in-flight ones get a bounded drain.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(RECONCILE_DRAIN).await;
+    };
+    tokio::select! {
+        () = reconciling => {}
+        () = deadline => warn!(drain = ?RECONCILE_DRAIN, "stopping without waiting further for the controller"),
+    }
     info!("watcher stopped");
 }
 
