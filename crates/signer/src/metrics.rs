@@ -5,6 +5,7 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -32,6 +33,7 @@ pub struct Metrics {
     handled: Family<Outcome, Counter>,
     retries: Family<Reason, Counter>,
     dead_letters: Counter,
+    work_pending: Gauge,
     handle_seconds: Family<Outcome, Histogram, fn() -> Histogram>,
     key_generation_seconds: Histogram,
 }
@@ -49,6 +51,7 @@ impl Metrics {
             handled: Family::default(),
             retries: Family::default(),
             dead_letters: Counter::default(),
+            work_pending: Gauge::default(),
             handle_seconds: Family::new_with_constructor(latency_histogram),
             key_generation_seconds: latency_histogram(),
         };
@@ -81,6 +84,11 @@ impl Metrics {
             "dead_letters",
             "Work items moved to the dead-letter stream",
             metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "work_pending",
+            "Work items waiting in the signer consumer, as of the last delivery (queue lag)",
+            metrics.work_pending.clone(),
         );
         registry.register(
             "handle_seconds",
@@ -135,6 +143,10 @@ impl Metrics {
                 reason: kind.to_owned(),
             })
             .inc();
+    }
+
+    pub fn work_pending(&self, pending: u64) {
+        self.work_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     pub fn dead_lettered(&self) {
