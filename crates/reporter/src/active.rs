@@ -78,6 +78,16 @@ impl ActiveIndex {
             .collect()
     }
 
+    /// The `(namespace, secret name)` of every Secret with a failure as of
+    /// `now`.
+    pub fn secrets(&self, now: SystemTime) -> Vec<(String, String)> {
+        self.by_secret
+            .iter()
+            .filter(|(_, failures)| failures.values().any(|active| !expired(active.at, now)))
+            .map(|(secret, _)| secret.clone())
+            .collect()
+    }
+
     /// Drops failures the bucket has expired by `now`.
     pub fn prune(&mut self, now: SystemTime) {
         self.by_secret.retain(|_, failures| {
@@ -217,6 +227,15 @@ mod tests {
         assert_eq!(messages(&index, "web-tls", now), ["bad"]);
         assert!(messages(&index, "other-tls", now).is_empty());
         assert!(index.for_secret("elsewhere", "web-tls", now).is_empty());
+        let mut secrets = index.secrets(now);
+        secrets.sort();
+        assert_eq!(
+            secrets,
+            [
+                ("shop".to_owned(), "db-tls".to_owned()),
+                ("shop".to_owned(), "web-tls".to_owned())
+            ]
+        );
     }
 
     #[test]
@@ -257,6 +276,7 @@ mod tests {
         index.record(failure("web", "web-tls", "bad"), then);
         let later = then + ACTIVE_FAILURE_MAX_AGE;
         assert!(messages(&index, "web-tls", later).is_empty());
+        assert!(index.secrets(later).is_empty());
         index.prune(later);
         assert!(index.is_empty());
     }

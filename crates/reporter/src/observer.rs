@@ -3,11 +3,13 @@
 //! metrics, and hands Pods that appear to [`Reporter::pod_appeared`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use certflow_runtime::HealthHandle;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 use crate::active::SharedActive;
 use crate::metrics::Metrics;
@@ -28,6 +30,8 @@ pub struct PodEvents {
     health: HealthHandle,
     synced: watch::Sender<bool>,
     slots: Arc<Semaphore>,
+    /// Set once the Pods present at start-up were handed over.
+    started: AtomicBool,
 }
 
 impl PodEvents {
@@ -38,12 +42,33 @@ impl PodEvents {
             health,
             synced,
             slots: Arc::new(Semaphore::new(CONCURRENT_NEW_PODS)),
+            started: AtomicBool::new(false),
         }
     }
 }
 
 impl PodObserver for PodEvents {
     fn synced(&self, ok: bool) {
+        // The first time, the index holds exactly the first full list (the
+        // watch applies nothing while this runs): the Pods present at
+        // start-up. Pods that consume a failing Secret may have started
+        // while no replica watched; they are checked once, in the
+        // background. (After a re-list, Pods missed while disconnected are
+        // reported as appeared by the index itself.)
+        if ok && !self.started.swap(true, Ordering::SeqCst) {
+            let present = self.reporter.present_pods_with_active_failures();
+            if !present.is_empty() {
+                let reporter = self.reporter.clone();
+                tokio::spawn(async move {
+                    let checked = present.len();
+                    let told = reporter.pods_present_at_start(present).await;
+                    info!(
+                        checked,
+                        told, "Pods present at start-up checked for active failures"
+                    );
+                });
+            }
+        }
         self.synced.send_replace(ok);
         let health = self.health.clone();
         tokio::spawn(async move { health.set_ready(KUBERNETES_DEPENDENCY, ok).await });

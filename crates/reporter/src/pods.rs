@@ -175,7 +175,8 @@ pub struct PodIndex {
 impl PodIndex {
     /// Applies one watch event. Returns the Pods that appeared: Pods
     /// consuming a Secret that the index did not know before, once the first
-    /// full list is done (Pods present at start-up are not "new"; the
+    /// full list is done (Pods present at start-up are not "new": the
+    /// replica checks them once when the first list is done, and the
     /// periodic re-examination of failures reaches them).
     pub fn apply(&mut self, event: Event<PodSummary>) -> Vec<PodSummary> {
         match event {

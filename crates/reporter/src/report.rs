@@ -289,7 +289,8 @@ impl Reporter {
 
     /// Tells a Pod that just appeared about every active failure of the
     /// Secrets it consumes. Transient errors are retried a few times, then
-    /// logged: nothing else would tell this Pod later.
+    /// logged: nothing else would tell this Pod before the failure is
+    /// re-published.
     #[instrument(skip_all, fields(namespace = %pod.namespace, pod = %pod.name))]
     pub async fn pod_appeared(&self, pod: PodSummary) {
         let now = SystemTime::now();
@@ -307,25 +308,106 @@ impl Reporter {
                 continue;
             }
             let notice = failure_notice(failed);
-            let mut delay = Duration::from_secs(1);
-            for attempt in 1..=NEW_POD_ATTEMPTS {
-                match self.deliver(&[], std::slice::from_ref(&pod), &notice).await {
-                    Ok(_) => {
-                        info!(secret = %failure.secret_name, reason = notice.reason(), "new Pod told about an active failure");
-                        break;
+            self.tell_pod(&pod, &failure, &notice).await;
+        }
+    }
+
+    /// The Pods in the index now that consume a Secret with an active
+    /// failure. Taken when the first full Pod list was applied, it is
+    /// the set of Pods present at start-up that [`Reporter::pods_present_at_start`]
+    /// looks at.
+    pub fn present_pods_with_active_failures(&self) -> Vec<PodSummary> {
+        let now = SystemTime::now();
+        let failing: Vec<(String, String)> = self.active.read(|active| active.secrets(now));
+        self.pods.read(|index| {
+            let mut pods: BTreeMap<String, PodSummary> = BTreeMap::new();
+            for (namespace, secret_name) in &failing {
+                for pod in index.consumers(namespace, secret_name) {
+                    pods.insert(pod.uid.clone(), pod);
+                }
+            }
+            pods.into_values().collect()
+        })
+    }
+
+    /// Tells `pods`, present when this replica started, about the active
+    /// failures of the Secrets they consume, unless they have the Warning
+    /// already. A Pod that started while no replica watched Pods (between
+    /// one replica's end and the next one's first list) is in that list,
+    /// so it never "appears"; without this, nothing would tell it until the
+    /// failure is re-published. Pods that were told (by the replica that
+    /// ran before) have the Event, found by its deterministic name, and are
+    /// left alone, so their counts are not inflated by a restart. Returns
+    /// how many Pods were told.
+    pub async fn pods_present_at_start(&self, pods: Vec<PodSummary>) -> usize {
+        let now = SystemTime::now();
+        let mut told = 0;
+        // One confirmation per failure, not per Pod.
+        let mut confirmed: HashMap<FailureKey, bool> = HashMap::new();
+        for pod in pods {
+            let failures: Vec<Outcome> = self.active.read(|active| {
+                pod.secrets
+                    .iter()
+                    .flat_map(|secret| active.for_secret(&pod.namespace, secret, now))
+                    .collect()
+            });
+            let mut pod_told = false;
+            for failure in failures {
+                let Some(outcome::Result::Failed(failed)) = &failure.result else {
+                    continue;
+                };
+                let key = FailureKey::of(&failure);
+                let failing = match confirmed.get(&key) {
+                    Some(failing) => *failing,
+                    None => {
+                        let failing = self.confirm_failing(&failure).await;
+                        confirmed.insert(key, failing);
+                        failing
                     }
-                    Err(err) if err.is_transient() && attempt < NEW_POD_ATTEMPTS => {
-                        debug!(error = %err, attempt, "telling a new Pod failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
+                };
+                if !failing {
+                    continue;
+                }
+                let notice = failure_notice(failed);
+                match self.writer.exists(&pod.object_ref(), &notice).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    // Telling it twice only grows a count; not telling it
+                    // leaves the app owner without the message.
                     Err(err) => {
-                        warn!(error = %err, "could not tell a new Pod about an active failure");
-                        break;
+                        debug!(error = %err, pod = %pod.name, "cannot tell whether the Pod has the Warning; telling it")
                     }
+                }
+                pod_told |= self.tell_pod(&pod, &failure, &notice).await;
+            }
+            told += usize::from(pod_told);
+        }
+        told
+    }
+
+    /// Writes the Warning of `failure` on `pod` and its workload, retrying
+    /// transient errors a few times, then logging: nothing else would tell
+    /// this Pod before the failure is re-published. True when written.
+    async fn tell_pod(&self, pod: &PodSummary, failure: &Outcome, notice: &Notice) -> bool {
+        let mut delay = Duration::from_secs(1);
+        for attempt in 1..=NEW_POD_ATTEMPTS {
+            match self.deliver(&[], std::slice::from_ref(pod), notice).await {
+                Ok(_) => {
+                    info!(pod = %pod.name, secret = %failure.secret_name, reason = notice.reason(), "Pod told about an active failure");
+                    return true;
+                }
+                Err(err) if err.is_transient() && attempt < NEW_POD_ATTEMPTS => {
+                    debug!(error = %err, attempt, "telling a Pod failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(err) => {
+                    warn!(error = %err, pod = %pod.name, "could not tell a Pod about an active failure");
+                    return false;
                 }
             }
         }
+        false
     }
 
     /// Reads the failure's ServiceCertificate: a failure whose certificate

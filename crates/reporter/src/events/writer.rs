@@ -18,7 +18,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument, warn};
 
-use super::aggregate::{AggregationSettings, Aggregator, Write, WriteKind};
+use super::aggregate::{AggregationSettings, Aggregator, Write, WriteKind, event_name};
 use super::{Notice, ObjectRef, REPORTING_CONTROLLER};
 use crate::Error;
 use crate::error::is_status;
@@ -100,6 +100,18 @@ impl EventWriter {
             Some(write) => self.execute(write).await.map(|()| Recorded::Written),
             None => Ok(Recorded::Aggregated),
         }
+    }
+
+    /// True when the Event of `notice` about `regarding` exists (written by
+    /// any replica, at any time, and not yet expired): Events are named
+    /// after what they say, so one read answers "was this object told?".
+    pub async fn exists(&self, regarding: &ObjectRef, notice: &Notice) -> Result<bool, Error> {
+        let name = event_name(regarding, notice);
+        self.api(regarding)
+            .get_opt(&name)
+            .await
+            .map(|event| event.is_some())
+            .map_err(Error::kube("reading an Event"))
     }
 
     /// Stops writing Warnings still owed about the object `uid` (its
