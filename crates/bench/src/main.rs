@@ -27,6 +27,12 @@ struct Args {
     /// Seconds of load in the latency scenario.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+    /// Skip the burst scenario.
+    #[arg(long)]
+    no_burst: bool,
+    /// Skip the latency scenario.
+    #[arg(long)]
+    no_latency: bool,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
@@ -44,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,kube_client=error".into()),
+                .unwrap_or_else(|_| "warn,kube_client=off".into()),
         )
         .init();
     let args = Args::parse();
@@ -60,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
         (KeyAlgorithm::Rsa, 1),
         (KeyAlgorithm::Rsa, 2),
     ];
-    for (algorithm, signers) in bursts {
+    for (algorithm, signers) in bursts.into_iter().filter(|_| !args.no_burst) {
         for run in 1..=args.runs {
             let burst = scenarios::burst(&env, args.burst, algorithm, signers).await?;
             eprintln!(
@@ -70,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
             results.bursts.push(burst);
         }
     }
-    for run in 1..=args.runs {
+    for run in (1..=args.runs).filter(|_| !args.no_latency) {
         let latency =
             scenarios::latency(&env, args.rate, Duration::from_secs(args.seconds)).await?;
         eprintln!("latency run {run}: {latency:?}");

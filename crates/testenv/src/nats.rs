@@ -22,17 +22,18 @@ impl NatsServer {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
         let [port] = free_ports()?;
         let store = dir.join("jetstream");
-        let args = vec![
-            "--addr".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--jetstream".into(),
-            "--store_dir".into(),
-            store.display().to_string(),
-            "--server_name".into(),
-            "certflow-testenv".into(),
-        ];
+        // Every stream's max_bytes is reserved against the server's store
+        // limit (by default a share of the free disk), and each test or
+        // benchmark run creates its own streams; a generous limit keeps a
+        // long run from failing with "insufficient storage resources".
+        let config = dir.join("nats.conf");
+        let text = format!(
+            "listen: \"127.0.0.1:{port}\"\nserver_name: certflow-testenv\n\
+             jetstream {{\n  store_dir: {store:?}\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}}\n",
+            store = store.display().to_string(),
+        );
+        std::fs::write(&config, text).map_err(io(format!("writing {}", config.display())))?;
+        let args = vec!["--config".into(), config.display().to_string()];
         let process =
             ManagedProcess::start("nats-server", binary, args, dir.join("nats-server.log"))?;
         Ok(Self {
