@@ -17,7 +17,12 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let candidates: Vec<PathBuf> = match std::env::var_os("CERTFLOW_BIN_DIR") {
         Some(dir) => vec![PathBuf::from(dir).join(name)],
-        None => exe.ancestors().skip(1).take(2).map(|dir| dir.join(name)).collect(),
+        None => exe
+            .ancestors()
+            .skip(1)
+            .take(2)
+            .map(|dir| dir.join(name))
+            .collect(),
     };
     candidates
         .iter()

@@ -146,7 +146,8 @@ impl Metrics {
     }
 
     pub fn work_pending(&self, pending: u64) {
-        self.work_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.work_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     pub fn dead_lettered(&self) {
