@@ -244,7 +244,7 @@ pub async fn latency(env: &TestEnv, rate: u32, duration: Duration) -> anyhow::Re
         ticker.tick().await;
         let name = format!("app-{i}");
         // Odd ones misspell the namespace, which the policy refuses.
-        let dns = if i % 2 == 0 {
+        let dns = if i.is_multiple_of(2) {
             format!("app-{i}.{ns}.svc")
         } else {
             format!("app-{i}.{ns}x.svc")
@@ -276,7 +276,7 @@ pub async fn latency(env: &TestEnv, rate: u32, duration: Duration) -> anyhow::Re
     let mut to_warning = Vec::new();
     for (i, at) in applied {
         let name = format!("app-{i}");
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             to_ready.extend(ready.get(&name).map(|t| t.duration_since(at)));
         } else if let Some(pod) = pod_of_app.get(&name) {
             to_warning.extend(warnings.get(pod).map(|t| t.duration_since(at)));
