@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use certflow_api::{
-    CertificateAuthority, CertificateAuthoritySpec, IssuerRef, ServiceCertificate,
-    ServiceCertificateSpec,
-};
+use certflow_api::{IssuerRef, ServiceCertificate, ServiceCertificateSpec};
 use certflow_e2e::services::binary;
 use certflow_e2e::{eventually, run, run_ok};
 use certflow_testenv::process::{ManagedProcess, free_ports};
@@ -966,17 +963,7 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
 
     // A generated CA whose key pair the signer creates in certflow-system.
     let issuer = unique_name("deploy-ca");
-    let ca_secret = format!("{issuer}-key-pair");
-    let ca = CertificateAuthority::new(
-        &issuer,
-        CertificateAuthoritySpec {
-            secret_name: ca_secret.clone(),
-            generate: Some(true),
-            ..CertificateAuthoritySpec::default()
-        },
-    );
-    Api::<CertificateAuthority>::all(client.clone())
-        .create(&PostParams::default(), &ca)
+    let ca_secret = certflow_e2e::fixtures::create_generated_ca(&client, &issuer, None)
         .await
         .expect("create CertificateAuthority");
     let dns_name = format!("web.{app}.svc");

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use certflow_api::{
-    CertificateAuthority, CertificateAuthoritySpec, IssuerRef, KeyAlgorithm, PrivateKeySpec,
-    ServiceCertificate, ServiceCertificateSpec,
+    IssuerRef, KeyAlgorithm, PrivateKeySpec, ServiceCertificate, ServiceCertificateSpec,
 };
 use certflow_e2e::eventually;
+use certflow_e2e::fixtures::create_generated_ca;
 use certflow_e2e::services::Services;
 use certflow_pki::Inspection;
 use certflow_testenv::TestEnv;
@@ -35,16 +35,7 @@ impl Fixture {
         let client = env.client().await.expect("client");
         let services = Services::start(env, &namespace, signers).await;
         let issuer = certflow_testenv::unique_name("ca");
-        let ca = CertificateAuthority::new(
-            &issuer,
-            CertificateAuthoritySpec {
-                secret_name: format!("{issuer}-key-pair"),
-                generate: Some(true),
-                ..CertificateAuthoritySpec::default()
-            },
-        );
-        Api::<CertificateAuthority>::all(client.clone())
-            .create(&PostParams::default(), &ca)
+        create_generated_ca(&client, &issuer, None)
             .await
             .expect("create CertificateAuthority");
         Self {

@@ -7,10 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use certflow_api::{
-    CertificateAuthority, CertificateAuthoritySpec, IssuerPolicy, IssuerRef, ServiceCertificate,
-    ServiceCertificateSpec,
-};
+use certflow_api::{IssuerPolicy, IssuerRef, ServiceCertificate, ServiceCertificateSpec};
 use certflow_bus::{ActiveFailures, FailureKey, Publisher, Topology, TraceId};
 use certflow_e2e::services::Services;
 use certflow_e2e::{eventually, run_ok};
@@ -23,7 +20,7 @@ use certflow_testenv::TestEnv;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt as _};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -49,23 +46,14 @@ impl Fixture {
         let services = Services::start_with_reporter_args(env, &namespace, 1, reporter_args).await;
         // A name no other test's CA is close to, so "did you mean" is ours.
         let issuer = certflow_testenv::unique_name("internal-authority");
-        let ca = CertificateAuthority::new(
-            &issuer,
-            CertificateAuthoritySpec {
-                secret_name: format!("{issuer}-key-pair"),
-                generate: Some(true),
-                policy: Some(IssuerPolicy {
-                    allowed_dns_names: vec![
-                        "*.{namespace}.svc".into(),
-                        "*.{namespace}.svc.cluster.local".into(),
-                    ],
-                    ..IssuerPolicy::default()
-                }),
-                ..CertificateAuthoritySpec::default()
-            },
-        );
-        Api::<CertificateAuthority>::all(client.clone())
-            .create(&PostParams::default(), &ca)
+        let policy = IssuerPolicy {
+            allowed_dns_names: vec![
+                "*.{namespace}.svc".into(),
+                "*.{namespace}.svc.cluster.local".into(),
+            ],
+            ..IssuerPolicy::default()
+        };
+        certflow_e2e::fixtures::create_generated_ca(&client, &issuer, Some(policy))
             .await
             .expect("create CertificateAuthority");
         Self {

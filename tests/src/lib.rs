@@ -2,6 +2,7 @@
 //! conditions with a deadline, and running `kubectl` with its output checked.
 #![forbid(unsafe_code)]
 
+pub mod fixtures;
 pub mod services;
 
 use std::future::Future;

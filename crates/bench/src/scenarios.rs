@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use certflow_api::{
-    CertificateAuthority, CertificateAuthoritySpec, IssuerPolicy, IssuerRef, KeyAlgorithm,
-    PrivateKeySpec, ServiceCertificate, ServiceCertificateSpec,
+    IssuerPolicy, IssuerRef, KeyAlgorithm, PrivateKeySpec, ServiceCertificate,
+    ServiceCertificateSpec,
 };
+use certflow_e2e::fixtures::create_generated_ca;
 use certflow_e2e::services::Services;
 use certflow_testenv::TestEnv;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -86,26 +87,6 @@ async fn wait_for_count(seen: &Seen, count: usize, timeout: Duration) -> anyhow:
     }
 }
 
-async fn create_ca(
-    client: &Client,
-    name: &str,
-    policy: Option<IssuerPolicy>,
-) -> anyhow::Result<()> {
-    let ca = CertificateAuthority::new(
-        name,
-        CertificateAuthoritySpec {
-            secret_name: format!("{name}-key-pair"),
-            generate: Some(true),
-            policy,
-            ..CertificateAuthoritySpec::default()
-        },
-    );
-    Api::<CertificateAuthority>::all(client.clone())
-        .create(&PostParams::default(), &ca)
-        .await?;
-    Ok(())
-}
-
 fn spec(name: &str, issuer: &str, algorithm: KeyAlgorithm, dns: String) -> ServiceCertificateSpec {
     ServiceCertificateSpec {
         secret_name: format!("{name}-tls"),
@@ -142,7 +123,7 @@ pub async fn burst(
     let ns = env.create_namespace("bench-burst").await?;
     let mut services = Services::start(env, &ns, signers).await;
     let issuer = certflow_testenv::unique_name("bench-ca");
-    create_ca(&client, &issuer, None).await?;
+    create_generated_ca(&client, &issuer, None).await?;
     let ready = track_ready(client.clone(), &ns);
     let api: Api<ServiceCertificate> = Api::namespaced(client.clone(), &ns);
 
@@ -197,7 +178,7 @@ pub async fn latency(env: &TestEnv, rate: u32, duration: Duration) -> anyhow::Re
         allowed_dns_names: vec!["*.{namespace}.svc".into()],
         ..IssuerPolicy::default()
     };
-    create_ca(&client, &issuer, Some(policy)).await?;
+    create_generated_ca(&client, &issuer, Some(policy)).await?;
     let total = (u64::from(rate) * duration.as_secs()) as usize;
 
     // The consuming Deployments and their Pods exist before the load starts.
