@@ -14,7 +14,7 @@ use certflow_api::{
     CertificateAuthority, Condition, ConditionStatus, IssuerPolicy, ServiceCertificate,
 };
 use certflow_diagnostics::Violation;
-use certflow_pki::{Authority, KeySpec};
+use certflow_pki::Authority;
 use futures::StreamExt as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -207,14 +207,7 @@ impl Authorities {
             .common_name
             .clone()
             .unwrap_or_else(|| format!("certflow {name}"));
-        let spec = match (ca.spec.key_algorithm(), ca.spec.key_size()) {
-            (certflow_api::KeyAlgorithm::Ecdsa, Some(384)) => KeySpec::EcdsaP384,
-            (certflow_api::KeyAlgorithm::Ed25519, _) => KeySpec::Ed25519,
-            (certflow_api::KeyAlgorithm::Rsa, size) => KeySpec::Rsa {
-                bits: size.unwrap_or(3072),
-            },
-            _ => KeySpec::EcdsaP256,
-        };
+        let spec = crate::request::key_spec_for(ca.spec.key_algorithm(), ca.spec.key_size());
         let (authority, pem) = Authority::generate(&common_name, spec, validity)?;
         let secret = Secret {
             metadata: ObjectMeta {

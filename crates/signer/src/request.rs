@@ -13,10 +13,16 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt as _;
 use kube::api::ObjectMeta;
 
-/// The key the spec asks for; sizes were validated before this is called,
-/// so an unexpected size falls back to the algorithm's default.
+/// The key the spec asks for.
 pub fn key_spec(spec: &ServiceCertificateSpec) -> KeySpec {
-    match (spec.key_algorithm(), spec.key_size()) {
+    key_spec_for(spec.key_algorithm(), spec.key_size())
+}
+
+/// The key for an algorithm and optional size, for leaves and generated CAs
+/// alike. Sizes were validated before this is called, so an unexpected one
+/// falls back to the algorithm's default.
+pub fn key_spec_for(algorithm: KeyAlgorithm, size: Option<u32>) -> KeySpec {
+    match (algorithm, size) {
         (KeyAlgorithm::Ecdsa, Some(384)) => KeySpec::EcdsaP384,
         (KeyAlgorithm::Ecdsa, _) => KeySpec::EcdsaP256,
         (KeyAlgorithm::Ed25519, _) => KeySpec::Ed25519,
