@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prerequisites tools build test crds env demo demo-down bench lint fmt
+.PHONY: help prerequisites tools build test chaos crds env demo demo-down bench lint fmt
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -20,6 +20,11 @@ build: tools ## build every crate, tests included
 test: build ## run every test, unit and end-to-end, against the real local control plane
 	$(CARGO) test --workspace --no-fail-fast
 	@scripts/check-no-orphans.sh
+
+chaos: build ## the full chaos test (500 valid, 100 broken, 30 kills; CERTFLOW_CHAOS_SEED=<n> replays a run)
+	CERTFLOW_CHAOS_VALID=$${CERTFLOW_CHAOS_VALID:-500} CERTFLOW_CHAOS_BROKEN=$${CERTFLOW_CHAOS_BROKEN:-100} \
+	CERTFLOW_CHAOS_KILLS=$${CERTFLOW_CHAOS_KILLS:-30} \
+	$(CARGO) test -p certflow-e2e --test chaos -- --nocapture
 
 demo: build ## start the control plane and certflow, apply examples/, show what app owners see
 	@scripts/demo.sh

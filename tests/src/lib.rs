@@ -4,6 +4,7 @@
 
 pub mod fixtures;
 pub mod services;
+pub mod workload;
 
 use std::future::Future;
 use std::process::Output;

@@ -63,6 +63,25 @@ impl Service {
         response
     }
 
+    /// Whether the service's gRPC health check answers SERVING; `None` when
+    /// it does not answer at all (the process is down or still starting).
+    pub async fn serving(&self) -> Option<bool> {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::health_client::HealthClient;
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.health_port))
+                .ok()?
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(2));
+        let channel = endpoint.connect().await.ok()?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .ok()?;
+        Some(response.into_inner().status() == ServingStatus::Serving)
+    }
+
     /// The sum of every sample of `metric` (all label sets).
     pub async fn metric_sum(&self, metric: &str) -> f64 {
         sum_metric(&self.metrics().await, metric)
@@ -223,12 +242,37 @@ impl Services {
         sum
     }
 
-    /// The last lines of every service's log, for failure messages.
-    pub fn logs(&self) -> String {
+    /// Every running service, watcher first.
+    pub fn all(&self) -> impl Iterator<Item = &Service> {
         self.watcher
             .iter()
             .chain(&self.signers)
             .chain(&self.reporters)
+    }
+
+    /// Every running service, mutably.
+    pub fn all_mut(&mut self) -> impl Iterator<Item = &mut Service> {
+        self.watcher
+            .iter_mut()
+            .chain(self.signers.iter_mut())
+            .chain(self.reporters.iter_mut())
+    }
+
+    /// The names of the services whose process has exited.
+    pub fn exited(&mut self) -> Vec<String> {
+        self.all_mut()
+            .filter_map(|s| {
+                s.process
+                    .check_running()
+                    .err()
+                    .map(|_| s.process.name().to_owned())
+            })
+            .collect()
+    }
+
+    /// The last lines of every service's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.all()
             .map(|s| format!("--- {} ---\n{}", s.process.name(), s.process.tail(40)))
             .collect::<Vec<_>>()
             .join("\n")
@@ -236,12 +280,7 @@ impl Services {
 
     /// Sends SIGTERM to every service and waits for them to exit.
     pub fn stop(&mut self) {
-        let services = self
-            .watcher
-            .iter_mut()
-            .chain(self.signers.iter_mut())
-            .chain(self.reporters.iter_mut());
-        for service in services {
+        for service in self.all_mut() {
             let _ = service.process.terminate(Duration::from_secs(20));
         }
     }

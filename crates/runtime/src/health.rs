@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -78,6 +79,35 @@ impl HealthHandle {
     pub async fn set_shutting_down(&self) {
         self.update(|state| state.shutting_down = true);
         self.publish().await;
+    }
+
+    /// Probes `dependency` every `interval` until `stop` fires, recording
+    /// each answer with [`HealthHandle::set_ready`]; a probe that takes longer
+    /// than `interval` counts as unreachable. For dependencies that have no
+    /// connection events of their own, such as the Kubernetes API behind a
+    /// request-per-call client.
+    pub async fn probe_periodically<F, Fut>(
+        self,
+        dependency: &'static str,
+        interval: Duration,
+        stop: CancellationToken,
+        mut probe: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let reachable = tokio::time::timeout(interval, probe())
+                .await
+                .unwrap_or(false);
+            self.set_ready(dependency, reachable).await;
+        }
     }
 
     /// True when the overall status is SERVING.

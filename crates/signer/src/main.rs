@@ -1,6 +1,7 @@
 //! certflow-signer: wiring only; the logic lives in the library.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use certflow_runtime::{CommonArgs, Service, nats::NATS_DEPENDENCY};
@@ -14,6 +15,13 @@ use clap::Parser;
 /// JetStream, validates them against the spec rules and the issuer's policy,
 /// writes the Secret and status, and publishes the outcome. Run N replicas;
 /// they share one durable consumer.
+/// The health dependency that tracks the Kubernetes API.
+const KUBERNETES_DEPENDENCY: &str = "kubernetes";
+
+/// How often the API server is asked for its version once the CA caches are
+/// synced, to keep the `kubernetes` health dependency current.
+const KUBERNETES_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Parser)]
 #[command(name = "certflow-signer", version, about)]
 struct Args {
@@ -44,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let service = Service::start(
         "certflow-signer",
         args.common.clone(),
-        &[NATS_DEPENDENCY, "kubernetes"],
+        &[NATS_DEPENDENCY, KUBERNETES_DEPENDENCY],
     )
     .await?;
     let client = kube::Client::try_default()
@@ -61,7 +69,19 @@ async fn main() -> anyhow::Result<()> {
         Authorities::new(client.clone(), &args.namespace, &args.field_manager);
     tokio::spawn(watches);
     authorities.wait_ready().await;
-    service.health().set_ready("kubernetes", true).await;
+    service.health().set_ready(KUBERNETES_DEPENDENCY, true).await;
+    tokio::spawn(service.health().clone().probe_periodically(
+        KUBERNETES_DEPENDENCY,
+        KUBERNETES_PROBE_INTERVAL,
+        service.shutdown().token(),
+        {
+            let client = client.clone();
+            move || {
+                let client = client.clone();
+                async move { client.apiserver_version().await.is_ok() }
+            }
+        },
+    ));
 
     let handler = Handler::new(
         client,

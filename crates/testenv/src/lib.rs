@@ -195,6 +195,22 @@ impl TestEnv {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Stops nats-server with SIGKILL (fault tests); see [`Self::restart_nats`].
+    pub fn kill_nats(&self) {
+        self.nats().kill();
+    }
+
+    /// Starts nats-server again on the same port and store and waits until
+    /// JetStream answers (without holding the lock across the wait).
+    pub async fn restart_nats(&self) -> Result<()> {
+        let (url, log) = {
+            let mut nats = self.nats();
+            nats.respawn()?;
+            (nats.url().to_owned(), nats.process().log_path().to_owned())
+        };
+        nats::wait_for_jetstream(&url, &log, || self.nats().check_running()).await
+    }
+
     /// Stops kube-apiserver with SIGKILL (fault tests); see [`Self::restart_apiserver`].
     pub fn kill_apiserver(&self) {
         lock(&self.apiserver).kill();

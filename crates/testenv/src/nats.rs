@@ -44,6 +44,11 @@ impl NatsServer {
         })
     }
 
+    /// Fails with the log's tail if the server has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        self.process.check_running()
+    }
+
     pub fn process(&self) -> &ManagedProcess {
         &self.process
     }
@@ -62,25 +67,8 @@ impl NatsServer {
 
     /// Waits until a client can connect and JetStream answers.
     pub async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            self.process.check_running()?;
-            if let Ok(client) = async_nats::connect(&self.url).await {
-                let js = async_nats::jetstream::new(client);
-                if js.query_account().await.is_ok() {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(Error::NotReady {
-                    process: "nats-server".into(),
-                    seconds: 30,
-                    log: self.process.log_path().to_owned(),
-                    tail: self.process.tail(30),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (url, log) = (self.url.clone(), self.process.log_path().to_owned());
+        wait_for_jetstream(&url, &log, || self.process.check_running()).await
     }
 
     /// SIGKILLs the server (no clean shutdown).
@@ -92,5 +80,39 @@ impl NatsServer {
     pub async fn restart(&mut self) -> Result<()> {
         self.process.restart()?;
         self.wait_ready().await
+    }
+
+    /// Starts the server again on the same port and store without waiting;
+    /// see [`wait_for_jetstream`].
+    pub fn respawn(&mut self) -> Result<()> {
+        self.process.restart()
+    }
+}
+
+/// Waits up to 30 s until a client can connect to `url` and JetStream
+/// answers; `running` fails when the server (logging to `log`) has exited.
+pub async fn wait_for_jetstream(
+    url: &str,
+    log: &Path,
+    mut running: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        running()?;
+        if let Ok(client) = async_nats::connect(url).await {
+            let js = async_nats::jetstream::new(client);
+            if js.query_account().await.is_ok() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::NotReady {
+                process: "nats-server".into(),
+                seconds: 30,
+                log: log.to_owned(),
+                tail: crate::process::tail(log, 30),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

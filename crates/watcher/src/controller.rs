@@ -24,6 +24,13 @@ use crate::Error;
 use crate::decide::{Decision, Observed, decide};
 use crate::metrics::Metrics;
 
+/// The health dependency that tracks the Kubernetes API.
+pub const KUBERNETES_DEPENDENCY: &str = "kubernetes";
+
+/// How often the API server is asked for its version to keep the
+/// `kubernetes` health dependency current once the caches are synced.
+const KUBERNETES_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How long in-flight reconciles may take after shutdown was requested.
 const RECONCILE_DRAIN: Duration = Duration::from_secs(10);
 
@@ -95,7 +102,19 @@ pub async fn run(
     tokio::spawn(ca_cache);
     let _ = secrets.wait_until_ready().await;
     let _ = cas.wait_until_ready().await;
-    health.set_ready("kubernetes", true).await;
+    health.set_ready(KUBERNETES_DEPENDENCY, true).await;
+    tokio::spawn(health.clone().probe_periodically(
+        KUBERNETES_DEPENDENCY,
+        KUBERNETES_PROBE_INTERVAL,
+        shutdown.clone(),
+        {
+            let client = client.clone();
+            move || {
+                let client = client.clone();
+                async move { client.apiserver_version().await.is_ok() }
+            }
+        },
+    ));
 
     let scerts = scoped::<ServiceCertificate>(client.clone(), namespace);
     let controller = Controller::new(scerts, watcher::Config::default()).with_config(

@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let service = Service::start(
         "certflow-watcher",
         args.common.clone(),
-        &[NATS_DEPENDENCY, "kubernetes"],
+        &[NATS_DEPENDENCY, controller::KUBERNETES_DEPENDENCY],
     )
     .await?;
     let client = kube::Client::try_default()

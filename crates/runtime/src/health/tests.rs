@@ -90,3 +90,44 @@ async fn a_taken_port_is_reported_with_the_server_name() {
     );
     assert!(server.stop().await.is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_periodic_probe_follows_the_dependency_and_a_hung_probe_counts_as_unreachable() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    const UP: u8 = 0;
+    const DOWN: u8 = 1;
+    const HUNG: u8 = 2;
+    let (handle, server) = start(&["kubernetes"]).await;
+    let answer = Arc::new(AtomicU8::new(UP));
+    let stop = CancellationToken::new();
+    let probed = answer.clone();
+    let probe = tokio::spawn(handle.clone().probe_periodically(
+        "kubernetes",
+        Duration::from_secs(2),
+        stop.clone(),
+        move || {
+            let answer = probed.load(Ordering::SeqCst);
+            async move {
+                if answer == HUNG {
+                    std::future::pending::<()>().await;
+                }
+                answer == UP
+            }
+        },
+    ));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(handle.is_serving());
+    answer.store(DOWN, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!handle.is_serving());
+    answer.store(UP, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(handle.is_serving());
+    answer.store(HUNG, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(!handle.is_serving());
+
+    stop.cancel();
+    assert!(probe.await.is_ok());
+    assert!(server.stop().await.is_ok());
+}

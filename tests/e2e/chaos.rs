@@ -1,0 +1,219 @@
+//! Chaos: while valid ServiceCertificates are issued and broken ones are
+//! reported, the watcher, both signers, the reporter, nats-server and
+//! kube-apiserver are killed with SIGKILL at random moments, several times
+//! each, and restarted. Afterwards every promise holds (see
+//! [`Workload::problems`]), no service exited on its own, and no log holds a
+//! panic.
+//!
+//! The schedule (which process, when, for how long) comes from a seed, so a
+//! failing run can be replayed; thread timing still varies. `make test` runs
+//! the small default; `make chaos` runs the full size (500 valid, 100
+//! broken, 30 kills). Environment variables: `CERTFLOW_CHAOS_SEED`,
+//! `CERTFLOW_CHAOS_VALID`, `CERTFLOW_CHAOS_BROKEN`, `CERTFLOW_CHAOS_KILLS`.
+//! Results of full runs are in docs/reliability.md.
+
+use std::time::{Duration, Instant};
+
+use certflow_e2e::services::Services;
+use certflow_e2e::workload::Workload;
+use certflow_testenv::TestEnv;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
+use rand::{Rng as _, SeedableRng as _};
+
+/// How long every promise has to hold after the last restart: longer than
+/// the signer's first retry delays and the watcher's failure retry in tests.
+const SETTLE: Duration = Duration::from_secs(240);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Victim {
+    Watcher,
+    Signer(usize),
+    Reporter,
+    Nats,
+    ApiServer,
+}
+
+const VICTIMS: [Victim; 6] = [
+    Victim::Watcher,
+    Victim::Signer(0),
+    Victim::Signer(1),
+    Victim::Reporter,
+    Victim::Nats,
+    Victim::ApiServer,
+];
+
+/// One kill: wait `after`, SIGKILL `victim`, leave it down for `down`.
+#[derive(Debug)]
+struct Kill {
+    victim: Victim,
+    after: Duration,
+    down: Duration,
+}
+
+/// `kills` kills spread evenly over the victims, in a seeded random order
+/// with seeded random pauses and downtimes.
+fn schedule(rng: &mut StdRng, kills: usize) -> Vec<Kill> {
+    let mut victims: Vec<Victim> = VICTIMS.iter().copied().cycle().take(kills).collect();
+    victims.shuffle(rng);
+    victims
+        .into_iter()
+        .map(|victim| Kill {
+            victim,
+            after: Duration::from_millis(rng.random_range(200..3_000)),
+            down: Duration::from_millis(rng.random_range(200..5_000)),
+        })
+        .collect()
+}
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|value| {
+            value
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}={value} is not a whole number"))
+        })
+        .unwrap_or(default)
+}
+
+fn kill(env: &TestEnv, services: &mut Services, victim: Victim) {
+    match victim {
+        Victim::Watcher => services.watcher.as_mut().map(|s| s.process.kill()),
+        Victim::Signer(n) => services.signers.get_mut(n).map(|s| s.process.kill()),
+        Victim::Reporter => services.reporters.first_mut().map(|s| s.process.kill()),
+        Victim::Nats => Some(env.kill_nats()),
+        Victim::ApiServer => Some(env.kill_apiserver()),
+    };
+}
+
+async fn restart(env: &TestEnv, services: &mut Services, victim: Victim) {
+    let process = match victim {
+        Victim::Watcher => services.watcher.as_mut().map(|s| &mut s.process),
+        Victim::Signer(n) => services.signers.get_mut(n).map(|s| &mut s.process),
+        Victim::Reporter => services.reporters.first_mut().map(|s| &mut s.process),
+        Victim::Nats => return env.restart_nats().await.expect("nats-server restarts"),
+        Victim::ApiServer => {
+            return env
+                .restart_apiserver()
+                .await
+                .expect("kube-apiserver restarts");
+        }
+    };
+    process
+        .expect("the victim exists")
+        .restart()
+        .expect("the service restarts");
+}
+
+/// Lines of every service log that show a panic.
+fn panics(services: &Services) -> Vec<String> {
+    services
+        .all()
+        .flat_map(|service| {
+            let log = std::fs::read_to_string(service.process.log_path()).unwrap_or_default();
+            let name = service.process.name().to_owned();
+            log.lines()
+                .filter(|line| line.contains("panicked at"))
+                .map(|line| format!("{name}: {line}"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_certificate_ends_issued_or_reported_while_every_component_is_killed_and_restarted() {
+    let seed = setting("CERTFLOW_CHAOS_SEED", rand::rng().random());
+    let valid = setting("CERTFLOW_CHAOS_VALID", 60);
+    let broken = setting("CERTFLOW_CHAOS_BROKEN", 12);
+    let kills = setting("CERTFLOW_CHAOS_KILLS", 12);
+    let replay = format!(
+        "replay: CERTFLOW_CHAOS_SEED={seed} CERTFLOW_CHAOS_VALID={valid} \
+         CERTFLOW_CHAOS_BROKEN={broken} CERTFLOW_CHAOS_KILLS={kills} \
+         cargo test -p certflow-e2e --test chaos"
+    );
+    eprintln!("{replay}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let plan = schedule(&mut rng, usize::try_from(kills).expect("kills fit usize"));
+
+    let env = TestEnv::start()
+        .await
+        .expect("a control plane of the test's own");
+    let namespace = env.create_namespace("chaos").await.expect("namespace");
+    let client = env.client().await.expect("client");
+    let mut services = Services::start(&env, &namespace, 2).await;
+    let mut workload = Workload::create_authority(client, &namespace).await;
+
+    // One broken certificate after every `valid / broken` valid ones, paced
+    // so that creation spans the whole fault schedule.
+    let every = (valid / broken.max(1)).max(1);
+    let window: Duration = plan.iter().map(|kill| kill.after + kill.down).sum();
+    let pace = window / u32::try_from(valid + broken).unwrap_or(u32::MAX).max(1);
+    let creating = tokio::spawn(async move {
+        let mut made_broken = 0;
+        for n in 0..valid {
+            tokio::time::sleep(pace).await;
+            workload.add_valid(&format!("valid-{n}")).await;
+            if (n + 1) % every == 0 && made_broken < broken {
+                workload.add_broken(&format!("broken-{made_broken}")).await;
+                made_broken += 1;
+            }
+        }
+        for n in made_broken..broken {
+            workload.add_broken(&format!("broken-{n}")).await;
+        }
+        workload
+    });
+
+    let started = Instant::now();
+    for (n, step) in plan.iter().enumerate() {
+        tokio::time::sleep(step.after).await;
+        eprintln!(
+            "{:>6.1}s kill {}/{}: {:?} for {:?}",
+            started.elapsed().as_secs_f64(),
+            n + 1,
+            plan.len(),
+            step.victim,
+            step.down
+        );
+        kill(&env, &mut services, step.victim);
+        tokio::time::sleep(step.down).await;
+        restart(&env, &mut services, step.victim).await;
+        let exited = services.exited();
+        assert!(
+            exited.is_empty(),
+            "{exited:?} exited on their own ({replay})\n{}",
+            services.logs()
+        );
+    }
+    let workload = creating.await.expect("the workload is created");
+    eprintln!(
+        "{:>6.1}s faults over; {} valid and {} broken created",
+        started.elapsed().as_secs_f64(),
+        workload.valid().len(),
+        workload.broken().len()
+    );
+
+    let deadline = Instant::now() + SETTLE;
+    let mut problems = workload.problems().await;
+    while !problems.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        problems = workload.problems().await;
+    }
+    eprintln!(
+        "{:>6.1}s settled with {} problems",
+        started.elapsed().as_secs_f64(),
+        problems.len()
+    );
+    assert!(
+        problems.is_empty(),
+        "{} promises broken {SETTLE:?} after the last fault ({replay}): {problems:#?}\n{}",
+        problems.len(),
+        services.logs()
+    );
+    let exited = services.exited();
+    assert!(exited.is_empty(), "{exited:?} exited ({replay})");
+    let panics = panics(&services);
+    assert!(panics.is_empty(), "panics ({replay}): {panics:#?}");
+    services.stop();
+}
