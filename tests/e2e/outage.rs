@@ -44,7 +44,10 @@ async fn promises_hold(workload: &Workload, services: &Services) {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    panic!("promises broken after {WAIT:?}: {last:#?}\n{}", services.logs());
+    panic!(
+        "promises broken after {WAIT:?}: {last:#?}\n{}",
+        services.logs()
+    );
 }
 
 /// Waits out the rest of the outage that began at `since`, checking every
@@ -62,7 +65,9 @@ async fn ride_out(services: &mut Services, since: Instant) {
 }
 
 async fn start(prefix: &str) -> (TestEnv, Services, Workload) {
-    let env = TestEnv::start().await.expect("a control plane of the test's own");
+    let env = TestEnv::start()
+        .await
+        .expect("a control plane of the test's own");
     let namespace = env.create_namespace(prefix).await.expect("namespace");
     let client = env.client().await.expect("client");
     let services = Services::start(&env, &namespace, 1).await;
@@ -81,7 +86,12 @@ async fn with_nats_down_for_thirty_seconds_services_report_not_serving_and_then_
 
     env.kill_nats();
     let since = Instant::now();
-    all_serving(&services, false, "every service to report NOT_SERVING without NATS").await;
+    all_serving(
+        &services,
+        false,
+        "every service to report NOT_SERVING without NATS",
+    )
+    .await;
     // Work arrives while the bus is gone: the API server takes it, the
     // watcher cannot publish it yet.
     workload.add_valid("during").await;
@@ -109,10 +119,17 @@ async fn with_the_api_server_down_for_thirty_seconds_services_report_not_serving
     workload.add_broken("broken-in-flight").await;
     env.kill_apiserver();
     let since = Instant::now();
-    all_serving(&services, false, "every service to report NOT_SERVING without the API server").await;
+    all_serving(
+        &services,
+        false,
+        "every service to report NOT_SERVING without the API server",
+    )
+    .await;
     ride_out(&mut services, since).await;
 
-    env.restart_apiserver().await.expect("kube-apiserver restarts");
+    env.restart_apiserver()
+        .await
+        .expect("kube-apiserver restarts");
     all_serving(&services, true, "every service to be SERVING again").await;
     workload.add_valid("after").await;
     workload.add_broken("broken-after").await;

@@ -69,11 +69,13 @@ impl Service {
         use tonic_health::pb::HealthCheckRequest;
         use tonic_health::pb::health_check_response::ServingStatus;
         use tonic_health::pb::health_client::HealthClient;
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.health_port))
-                .ok()?
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(2));
+        let endpoint = tonic::transport::Endpoint::from_shared(format!(
+            "http://127.0.0.1:{}",
+            self.health_port
+        ))
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2));
         let channel = endpoint.connect().await.ok()?;
         let response = HealthClient::new(channel)
             .check(HealthCheckRequest::default())

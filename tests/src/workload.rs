@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use certflow_api::{ConditionStatus, IssuerPolicy, IssuerRef, ServiceCertificate, ServiceCertificateSpec};
+use certflow_api::{
+    ConditionStatus, IssuerPolicy, IssuerRef, ServiceCertificate, ServiceCertificateSpec,
+};
 use k8s_openapi::api::core::v1::{
     Container, Pod, PodSpec, Secret, SecretVolumeSource, Volume, VolumeMount,
 };
@@ -97,8 +99,7 @@ impl Workload {
     }
 
     async fn create_certificate(&self, name: &str, dns_name: &str) {
-        let scerts: Api<ServiceCertificate> =
-            Api::namespaced(self.client.clone(), &self.namespace);
+        let scerts: Api<ServiceCertificate> = Api::namespaced(self.client.clone(), &self.namespace);
         let scert = ServiceCertificate::new(
             name,
             ServiceCertificateSpec {
@@ -166,7 +167,9 @@ impl Workload {
             }
         }
         for name in &self.broken {
-            let ready = scerts.get(name).and_then(ServiceCertificate::ready_condition);
+            let ready = scerts
+                .get(name)
+                .and_then(ServiceCertificate::ready_condition);
             match ready {
                 Some(c) if c.status == ConditionStatus::False && c.reason == BROKEN_REASON => {}
                 other => problems.push(format!(

@@ -69,7 +69,10 @@ async fn main() -> anyhow::Result<()> {
         Authorities::new(client.clone(), &args.namespace, &args.field_manager);
     tokio::spawn(watches);
     authorities.wait_ready().await;
-    service.health().set_ready(KUBERNETES_DEPENDENCY, true).await;
+    service
+        .health()
+        .set_ready(KUBERNETES_DEPENDENCY, true)
+        .await;
     tokio::spawn(service.health().clone().probe_periodically(
         KUBERNETES_DEPENDENCY,
         KUBERNETES_PROBE_INTERVAL,
