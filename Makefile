@@ -18,7 +18,9 @@ build: tools ## build every crate, tests included
 	$(CARGO) build --workspace --all-targets
 
 test: build ## run every test, unit and end-to-end, against the real local control plane
-	$(CARGO) test --workspace --no-fail-fast
+	rm -rf target/testenv
+	CERTFLOW_TESTENV_ROOT=$(CURDIR)/target/testenv $(CARGO) test --workspace --no-fail-fast
+	@scripts/scan-key-material.sh target/testenv
 	@scripts/check-no-orphans.sh
 
 chaos: build ## the full chaos test (500 valid, 100 broken, 30 kills; CERTFLOW_CHAOS_SEED=<n> replays a run)

@@ -95,11 +95,20 @@ pub fn shared() -> &'static TestEnv {
 }
 
 impl TestEnv {
-    /// Starts the whole control plane in a new directory under the system
-    /// temp dir (`certflow-testenv/<pid>-<n>`).
+    /// Starts the whole control plane in a new directory `env-<pid>-<n>`
+    /// under `$CERTFLOW_TESTENV_ROOT` when set (the caller owns that
+    /// directory: nothing in it is removed, so logs can be checked after the
+    /// tests, as `make test` does), else under the system temp dir's
+    /// `certflow-testenv/`, where directories of exited processes are removed.
     pub async fn start() -> Result<Self> {
-        let root = std::env::temp_dir().join("certflow-testenv");
-        remove_dirs_of_dead_processes(&root);
+        let root = match std::env::var_os(ROOT_VARIABLE) {
+            Some(root) => PathBuf::from(root),
+            None => {
+                let root = std::env::temp_dir().join("certflow-testenv");
+                remove_dirs_of_dead_processes(&root);
+                root
+            }
+        };
         let dir = root.join(unique_name("env"));
         Self::start_in(dir).await
     }
@@ -109,6 +118,9 @@ impl TestEnv {
         let tools = Tools::locate()?;
         std::fs::create_dir_all(&dir).map_err(error::io(format!("creating {}", dir.display())))?;
         let pki = pki::Pki::generate(&dir)?;
+        let audit_policy = dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, AUDIT_POLICY)
+            .map_err(error::io(format!("writing {}", audit_policy.display())))?;
         let [etcd_client, etcd_peer, api_port] = free_ports()?;
 
         let etcd = ManagedProcess::start(
@@ -400,9 +412,37 @@ fn etcd_args(dir: &Path, client: u16, peer: u16) -> Vec<String> {
     ]
 }
 
+/// The environment variable naming where [`TestEnv::start`] puts its directories.
+pub const ROOT_VARIABLE: &str = "CERTFLOW_TESTENV_ROOT";
+
+/// The API server's audit policy: the body of every write of an Event or of
+/// a certflow status, the texts certflow writes for people to read, so that
+/// a test can check them for key material (`scripts/scan-key-material.sh`).
+/// Nothing else is recorded; Secrets in particular are not.
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+  - level: Request
+    verbs: ["create", "update", "patch"]
+    resources:
+      - group: ""
+        resources: ["events"]
+      - group: "events.k8s.io"
+        resources: ["events"]
+      - group: "certflow.io"
+        resources: ["servicecertificates/status", "certificateauthorities/status"]
+  - level: None
+"#;
+
 fn apiserver_args(dir: &Path, pki: &pki::Pki, etcd_client: u16, port: u16) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
     vec![
+        format!(
+            "--audit-policy-file={}",
+            path(&dir.join("audit-policy.yaml"))
+        ),
+        format!("--audit-log-path={}", path(&dir.join("audit.log"))),
         format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
         "--bind-address=127.0.0.1".into(),
         "--advertise-address=127.0.0.1".into(),
