@@ -10,8 +10,8 @@
 use std::net::IpAddr;
 
 use certflow_api::{
-    DEFAULT_DURATION, DEFAULT_MIN_RSA_KEY_SIZE, IssuerPolicy, KeyAlgorithm, ServiceCertificateSpec,
-    format_go_duration, parse_go_duration,
+    DEFAULT_DURATION, DEFAULT_MIN_RSA_KEY_SIZE, IssuerPolicy, KeyAlgorithm, KeyUsage,
+    ServiceCertificateSpec, format_go_duration, parse_go_duration,
 };
 
 use crate::context::ISSUER_FIELD;
@@ -232,6 +232,40 @@ pub fn ca_not_allowed(issuer: &str, is_ca: bool, allow_ca: bool) -> Option<Viola
              for a CertificateAuthority with spec.policy.allowCA: true",
         )
     })
+}
+
+/// `usages` asking for `cert sign` or `crl sign` against a CA that does not
+/// issue CA certificates. Those usages are what make a certificate sign
+/// others (RFC 5280 allows keyCertSign only on a CA); refusing `isCA` alone
+/// would let them through on a certificate marked as no CA.
+pub fn ca_usage_not_allowed(
+    issuer: &str,
+    usages: &[KeyUsage],
+    allow_ca: bool,
+) -> Option<Violation> {
+    if allow_ca {
+        return None;
+    }
+    let (index, usage) = usages
+        .iter()
+        .enumerate()
+        .find(|(_, usage)| matches!(usage, KeyUsage::CertSign | KeyUsage::CrlSign))?;
+    Some(
+        Violation::new(
+            Reason::CANotAllowed,
+            format!("spec.usages[{index}]"),
+            usage.as_str(),
+            format!(
+                "is a usage only CA certificates have, and {} does not issue CA certificates",
+                ca(issuer)
+            ),
+        )
+        .with_suggestion(
+            "remove \"cert sign\" and \"crl sign\" from spec.usages (a service certificate needs \
+             neither), or ask the platform team for a CertificateAuthority with \
+             spec.policy.allowCA: true",
+        ),
+    )
 }
 
 /// A key algorithm the CA does not allow. `requested` is the field as
@@ -632,6 +666,7 @@ pub fn policy_violations(
             spec.is_ca.unwrap_or(false),
             policy.allow_ca.unwrap_or(false),
         ),
+        ca_usage_not_allowed(issuer, &spec.usages, policy.allow_ca.unwrap_or(false)),
         key_algorithm_not_allowed(issuer, algorithm, &policy.allowed_key_algorithms),
         key_too_weak(issuer, algorithm.unwrap_or_default(), size, min_rsa),
         policy

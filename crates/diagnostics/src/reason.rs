@@ -99,7 +99,7 @@ reasons! {
     KeyAlgorithmNotAllowed,
     /// The RSA key is smaller than the CertificateAuthority's minimum.
     KeyTooWeak,
-    /// spec.isCA is true but the CertificateAuthority does not issue CA certificates.
+    /// spec.isCA is true, or spec.usages asks for cert sign or crl sign, but the CertificateAuthority does not issue CA certificates.
     CANotAllowed,
     /// The Secret named by spec.secretName exists and was not created by certflow.
     SecretConflict,

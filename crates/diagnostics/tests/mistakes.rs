@@ -2,7 +2,9 @@
 //! certflow tells them: the reason, the field path, the value seen, and a
 //! fix that appears in the Event sentence.
 
-use certflow_api::{IssuerPolicy, IssuerRef, KeyAlgorithm, PrivateKeySpec, ServiceCertificateSpec};
+use certflow_api::{
+    IssuerPolicy, IssuerRef, KeyAlgorithm, KeyUsage, PrivateKeySpec, ServiceCertificateSpec,
+};
 use certflow_diagnostics::{
     MAX_MESSAGE_BYTES, Reason, Violation, diagnose, issuer_not_found, issuer_not_ready,
     retries_exhausted, secret_conflict, secret_owned_by_other,
@@ -461,6 +463,27 @@ mistake!(a_ca_certificate_from_an_issuer_that_refuses_them_is_refused:
     signer(ServiceCertificateSpec { is_ca: Some(true), ..valid() })
     => CANotAllowed at "spec.isCA", value "true",
     fix "remove spec.isCA");
+
+mistake!(ca_usages_from_an_issuer_that_refuses_ca_certificates_are_refused:
+    signer(ServiceCertificateSpec {
+        usages: vec![KeyUsage::DigitalSignature, KeyUsage::CertSign],
+        ..valid()
+    })
+    => CANotAllowed at "spec.usages[1]", value "cert sign",
+    fix "remove \"cert sign\" and \"crl sign\" from spec.usages");
+
+#[test]
+fn ca_usages_are_allowed_by_an_issuer_that_issues_ca_certificates() {
+    let spec = ServiceCertificateSpec {
+        usages: vec![KeyUsage::CrlSign],
+        ..valid()
+    };
+    let allowing = IssuerPolicy {
+        allow_ca: Some(true),
+        ..policy()
+    };
+    assert_eq!(signer_with(spec, allowing), None);
+}
 
 // The issuer and the namespace.
 
