@@ -113,6 +113,7 @@ pub struct Services {
     pub reporters: Vec<Service>,
     kubeconfig: PathBuf,
     nats_url: String,
+    common_args: Vec<String>,
     log_dir: PathBuf,
 }
 
@@ -130,6 +131,27 @@ impl Services {
         signers: usize,
         reporter_args: &[&str],
     ) -> Self {
+        Self::launch(env, namespace, signers, reporter_args, &[]).await
+    }
+
+    /// [`Services::start`] with extra flags for every service (e.g. the bus
+    /// retry schedule, which all of them must agree on).
+    pub async fn start_with_common_args(
+        env: &TestEnv,
+        namespace: &str,
+        signers: usize,
+        common_args: &[&str],
+    ) -> Self {
+        Self::launch(env, namespace, signers, &[], common_args).await
+    }
+
+    async fn launch(
+        env: &TestEnv,
+        namespace: &str,
+        signers: usize,
+        reporter_args: &[&str],
+        common_args: &[&str],
+    ) -> Self {
         let control_plane_namespace = env
             .create_namespace("certflow-system")
             .await
@@ -143,6 +165,7 @@ impl Services {
             reporters: Vec::new(),
             kubeconfig: env.kubeconfig().to_owned(),
             nats_url: env.nats_url(),
+            common_args: common_args.iter().map(|arg| (*arg).to_owned()).collect(),
             log_dir: env.dir().join(unique_name("services")),
         };
         std::fs::create_dir_all(&services.log_dir).expect("log dir");
@@ -162,6 +185,7 @@ impl Services {
             format!("--metrics-addr=127.0.0.1:{metrics_port}"),
             format!("--health-addr=127.0.0.1:{health_port}"),
         ];
+        args.extend_from_slice(&self.common_args);
         args.extend_from_slice(extra);
         let envs = vec![
             (

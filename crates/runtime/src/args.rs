@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use certflow_bus::Topology;
+use certflow_bus::{BusError, RetryPolicy, Topology};
 
 use crate::RuntimeError;
 
@@ -68,6 +68,23 @@ pub struct CommonArgs {
     #[arg(long, env = "CERTFLOW_BUS_REPLICAS", default_value_t = 1)]
     pub bus_replicas: usize,
 
+    /// Deliveries of a work item or outcome before it is given up: reported
+    /// to its owner where possible, and moved to the dead-letter stream.
+    /// Every service must use the same value.
+    #[arg(long, env = "CERTFLOW_BUS_MAX_DELIVER", default_value_t = certflow_bus::settings::MAX_DELIVER)]
+    pub bus_max_deliver: u32,
+
+    /// Delays before the 1st, 2nd, ... redelivery after a transient failure
+    /// (the last repeats), comma-separated, e.g. `1s,5s,15s,30s,1m,2m,5m`.
+    #[arg(
+        long,
+        env = "CERTFLOW_BUS_RETRY_DELAYS",
+        default_value = "1s,5s,15s,30s,1m,2m,5m",
+        value_delimiter = ',',
+        value_parser = parse_duration
+    )]
+    pub bus_retry_delays: Vec<Duration>,
+
     /// Address of the gRPC health server (grpc.health.v1, for Kubernetes probes).
     #[arg(long, env = "CERTFLOW_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     pub health_addr: SocketAddr,
@@ -82,9 +99,18 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    /// The bus topology named by `--bus-prefix` and `--bus-replicas`.
+    /// The bus topology named by `--bus-prefix`, `--bus-replicas`,
+    /// `--bus-max-deliver` and `--bus-retry-delays`.
     pub fn topology(&self) -> Result<Topology, RuntimeError> {
-        Ok(Topology::new(&self.bus_prefix)?.with_replicas(self.bus_replicas)?)
+        let retry = RetryPolicy::new(self.bus_retry_delays.clone(), self.bus_max_deliver)
+            .ok_or_else(|| BusError::InvalidSetting {
+                setting: "retry",
+                reason: "--bus-max-deliver must be at least 1 and --bus-retry-delays not empty"
+                    .into(),
+            })?;
+        Ok(Topology::new(&self.bus_prefix)?
+            .with_replicas(self.bus_replicas)?
+            .with_retry_policy(retry))
     }
 }
 
@@ -116,6 +142,29 @@ mod tests {
     // whose env var is unset are compared with their default.
     fn env_unset(name: &str) -> bool {
         std::env::var_os(name).is_none()
+    }
+
+    #[test]
+    fn the_default_retry_flags_are_the_bus_defaults() {
+        if env_unset("CERTFLOW_BUS_RETRY_DELAYS") && env_unset("CERTFLOW_BUS_MAX_DELIVER") {
+            let topology = parse(&[]).ok().map(|args| args.topology());
+            let Some(Ok(topology)) = topology else {
+                panic!("the defaults make a topology: {topology:?}");
+            };
+            assert_eq!(topology.retry_policy(), &RetryPolicy::default());
+        }
+    }
+
+    #[test]
+    fn retry_flags_shape_the_policy_and_nonsense_is_refused() {
+        let args = parse(&["--bus-retry-delays=200ms,1s", "--bus-max-deliver=3"]);
+        let policy = args.ok().and_then(|args| args.topology().ok());
+        let expected =
+            RetryPolicy::new(vec![Duration::from_millis(200), Duration::from_secs(1)], 3);
+        assert_eq!(policy.map(|t| t.retry_policy().clone()), expected);
+        let zero = parse(&["--bus-max-deliver=0"]).map(|args| args.topology().is_err());
+        assert!(matches!(zero, Ok(true)), "{zero:?}");
+        assert!(parse(&["--bus-retry-delays=soon"]).is_err());
     }
 
     #[test]
