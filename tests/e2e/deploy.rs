@@ -2,10 +2,11 @@
 //! applies with server-side apply and meets the "restricted" Pod Security
 //! Standard; the three services issue a certificate and report a typo while
 //! running with exactly the base's ServiceAccounts (TokenRequest tokens) and
-//! NATS users, and what each must not do is refused by the API server and by
-//! NATS; the TLS Component's settings connect a service over TLS. The
-//! Deployments, docker-compose.yml, the Dockerfile and the KEDA ScaledObject
-//! are checked against what the binaries and the running bus accept.
+//! NATS users, the reporter also checking a Report API caller; what each
+//! must not do is refused by the API server and by NATS; the TLS Component's
+//! settings connect a service over TLS. The Deployments, docker-compose.yml,
+//! the Dockerfile and the KEDA ScaledObject are checked against what the
+//! binaries and the running bus accept.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -13,8 +14,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use certflow_api::{IssuerRef, ServiceCertificate, ServiceCertificateSpec};
+use certflow_e2e::report_api;
 use certflow_e2e::services::binary;
 use certflow_e2e::{eventually, run, run_ok};
+use certflow_proto::v1::report_request::Regarding;
+use certflow_proto::v1::{EventType, ReportRequest, ServiceCertificateRef};
 use certflow_testenv::process::{ManagedProcess, free_ports};
 use certflow_testenv::{TestEnv, unique_name};
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -550,6 +554,17 @@ async fn each_service_account_may_do_exactly_what_its_service_needs() {
         ("certflow-reporter", "create", "events.events.k8s.io", app, true),
         ("certflow-reporter", "patch", "events.events.k8s.io", app, true),
         ("certflow-reporter", "create", "pods", app, false),
+        // It asks the API server who a Report caller is and what it may do
+        // (auth delegation), and nothing more: no tokens of its own making,
+        // no reports on its own behalf.
+        ("certflow-reporter", "create", "tokenreviews.authentication.k8s.io", app, true),
+        ("certflow-reporter", "create", "subjectaccessreviews.authorization.k8s.io", app, true),
+        ("certflow-reporter", "create", "serviceaccounts/token", app, false),
+        ("certflow-reporter", "create", "servicecertificates.certflow.io/report", app, false),
+        ("certflow-watcher", "create", "tokenreviews.authentication.k8s.io", app, false),
+        ("certflow-watcher", "create", "subjectaccessreviews.authorization.k8s.io", app, false),
+        ("certflow-signer", "create", "tokenreviews.authentication.k8s.io", app, false),
+        ("certflow-signer", "create", "subjectaccessreviews.authorization.k8s.io", app, false),
         // The watcher never writes.
         ("certflow-watcher", "create", "secrets", app, false),
         ("certflow-watcher", "update", "secrets", app, false),
@@ -1086,6 +1101,49 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
             .then_some(())
     })
     .await;
+
+    // The Report API works with the reporter's own ServiceAccount: it may
+    // review a caller's token and permission (an allowed caller reaches the
+    // ServiceCertificate and the Pod), and a caller without the grant is
+    // denied rather than met with an API error. The clients are dropped at
+    // the end of the block: a connection left open would hold the
+    // reporter's graceful shutdown (SIGTERM, below) until its grace ends.
+    {
+        let mut allowed = report_api::granted_client(env, grpc_port, &app, "report-client").await;
+        let about_typo = ReportRequest {
+            regarding: Some(Regarding::ServiceCertificate(ServiceCertificateRef {
+                namespace: app.clone(),
+                name: "typo".into(),
+            })),
+            r#type: EventType::Normal.into(),
+            reason: "DeployReport".into(),
+            message: "A control-plane service reports this through the Report API.".into(),
+            reporting_component: "certflow-e2e".into(),
+            ..ReportRequest::default()
+        };
+        let recipients = allowed
+            .report(about_typo.clone())
+            .await
+            .unwrap_or_else(|status| {
+                panic!(
+                    "an authorized report: {status:?}\n{}",
+                    logs([&watcher, &signer, &reporter])
+                )
+            })
+            .into_inner()
+            .recipients;
+        assert!(
+            recipients >= 2,
+            "the ServiceCertificate and the Pod: {recipients}"
+        );
+        let stranger = report_api::token(env, &app, "report-stranger").await;
+        let denied = report_api::connect(grpc_port, Some(&stranger))
+            .await
+            .report(about_typo)
+            .await
+            .expect_err("a caller without the grant");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    }
 
     // Every permission the services needed was granted: the server refused
     // nothing so far, and the signer acknowledged every work item.

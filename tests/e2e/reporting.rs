@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use certflow_api::{IssuerPolicy, IssuerRef, ServiceCertificate, ServiceCertificateSpec};
 use certflow_bus::{ActiveFailures, FailureKey, Publisher, Topology, TraceId};
+use certflow_e2e::report_api;
 use certflow_e2e::services::Services;
 use certflow_e2e::{eventually, run_ok};
 use certflow_proto::v1::report_request::Regarding;
-use certflow_proto::v1::reporter_client::ReporterClient;
 use certflow_proto::v1::{
     EventType, Failed, Outcome, ReportRequest, SCHEMA_VERSION, SecretRef, outcome,
 };
@@ -439,16 +439,13 @@ fn warning_counts(events: &[Event]) -> BTreeMap<String, i32> {
         .collect()
 }
 
-/// A client of reporter `index`'s Report API. The API is served only once
-/// the reporter's Pod index is in sync, so a connection means it is ready.
-async fn grpc_client(fx: &Fixture, index: usize) -> ReporterClient<tonic::transport::Channel> {
+/// A client of reporter `index`'s Report API, authenticated as a
+/// ServiceAccount of the test's namespace that may report about it. The API
+/// is served only once the reporter's Pod index is in sync, so a connection
+/// means it is ready.
+async fn grpc_client(fx: &Fixture, index: usize) -> report_api::Client {
     let port = fx.services.reporters[index].grpc_port.expect("gRPC port");
-    let url = format!("http://127.0.0.1:{port}");
-    eventually("the Report API to accept connections", WAIT, || {
-        let url = url.clone();
-        async move { ReporterClient::connect(url).await.ok() }
-    })
-    .await
+    report_api::granted_client(fx.env, port, fx.namespace(), "control-plane").await
 }
 
 fn report(namespace: &str, secret_name: &str, reason: &str) -> ReportRequest {

@@ -1,8 +1,10 @@
 //! Helpers shared by the end-to-end tests in `tests/e2e/`: waiting for
-//! conditions with a deadline, and running `kubectl` with its output checked.
+//! conditions with a deadline, running `kubectl` with its output checked,
+//! and calling the Report API as an authenticated ServiceAccount.
 #![forbid(unsafe_code)]
 
 pub mod fixtures;
+pub mod report_api;
 pub mod services;
 pub mod workload;
 

@@ -20,6 +20,22 @@ pub enum Error {
     #[error("invalid report: {reason}")]
     InvalidReport { reason: String },
 
+    /// A `Report` call carries no usable bearer token, or the Kubernetes API
+    /// did not accept it for the reporter's audience (the caller's to fix).
+    #[error(
+        "unauthenticated: {problem}; send the metadata \"authorization: Bearer <token>\" \
+         with a Kubernetes ServiceAccount token whose audience is {audience:?}"
+    )]
+    Unauthenticated { problem: String, audience: String },
+
+    /// An authenticated `Report` caller may not report about a namespace.
+    #[error(
+        "{user:?} may not report about namespace {namespace:?}: grant it create on \
+         servicecertificates/report (API group certflow.io) in namespace {namespace:?} \
+         with a Role and RoleBinding (docs/deploy.md, \"Who may call the Report API\")"
+    )]
+    PermissionDenied { user: String, namespace: String },
+
     /// A `Report` request names an object that does not exist.
     #[error("{kind} {namespace}/{name} does not exist")]
     NotFound {
@@ -40,7 +56,10 @@ impl Error {
         match self {
             Self::Kube { source, .. } => kube_error_is_transient(source),
             Self::Bus(err) => err.is_transient(),
-            Self::InvalidReport { .. } | Self::NotFound { .. } => false,
+            Self::InvalidReport { .. }
+            | Self::Unauthenticated { .. }
+            | Self::PermissionDenied { .. }
+            | Self::NotFound { .. } => false,
         }
     }
 
@@ -50,6 +69,8 @@ impl Error {
             Self::Kube { .. } => "kube",
             Self::Bus(_) => "bus",
             Self::InvalidReport { .. } => "invalid_report",
+            Self::Unauthenticated { .. } => "unauthenticated",
+            Self::PermissionDenied { .. } => "permission_denied",
             Self::NotFound { .. } => "not_found",
         }
     }

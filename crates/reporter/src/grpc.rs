@@ -4,9 +4,13 @@
 //! Secret, and on their workloads); never records a report as an active
 //! failure (a report has no issuance that would resolve it).
 //!
-//! Callers are not authenticated yet (issue 7 adds it): the server binds to
-//! 127.0.0.1 by default, and anything else must be protected by the network
-//! (a NetworkPolicy admitting only control-plane Pods).
+//! Every call is authenticated and authorized ([`crate::auth`]) before any
+//! object is read: a ServiceAccount token for the reporter's audience in
+//! `authorization: Bearer <token>` (else `UNAUTHENTICATED`), then the request
+//! is checked (`INVALID_ARGUMENT`), then `create` on
+//! `servicecertificates/report` in the namespace the report is about (else
+//! `PERMISSION_DENIED`). Only then is the ServiceCertificate or Secret looked
+//! up, so a caller learns nothing about namespaces it may not report about.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,9 +22,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
-use tracing::{info, instrument, warn};
+use tracing::{Span, info, instrument, warn};
 
 use crate::Error;
+use crate::auth::Guard;
 use crate::events::{EventType, MAX_WORD_BYTES, Notice};
 use crate::report::{Reporter, Target, compose};
 
@@ -111,31 +116,51 @@ fn check_name(field: &str, name: &str) -> Result<(), Error> {
     }
 }
 
+/// The namespace a report is about: the one whose `servicecertificates/report`
+/// permission the caller needs.
+fn namespace_of(target: &Target) -> &str {
+    match target {
+        Target::Certificate { namespace, .. } | Target::Secret { namespace, .. } => namespace,
+    }
+}
+
 /// The tonic service.
 #[derive(Debug, Clone)]
 pub struct ReportService {
     reporter: Arc<Reporter>,
+    guard: Arc<Guard>,
 }
 
 impl ReportService {
-    pub fn new(reporter: Arc<Reporter>) -> Self {
-        Self { reporter }
+    pub fn new(reporter: Arc<Reporter>, guard: Arc<Guard>) -> Self {
+        Self { reporter, guard }
+    }
+
+    /// Authenticate, check the request, authorize for its namespace, report;
+    /// the first failure ends the call. Returns the number of recipients.
+    async fn handle(&self, request: &Request<ReportRequest>) -> Result<usize, Error> {
+        let caller = self.guard.authenticate(request.metadata()).await?;
+        let username = caller.username.as_deref().unwrap_or_default();
+        Span::current().record("caller", username);
+        let (target, notice) = parse(request.get_ref())?;
+        self.guard.authorize(&caller, namespace_of(&target)).await?;
+        self.reporter.report(&target, &notice).await
     }
 }
 
 #[tonic::async_trait]
 impl ReporterApi for ReportService {
-    #[instrument(skip_all, fields(component = %request.get_ref().reporting_component, reason = %request.get_ref().reason))]
+    #[instrument(skip_all, fields(
+        component = %request.get_ref().reporting_component,
+        reason = %request.get_ref().reason,
+        caller = tracing::field::Empty,
+    ))]
     async fn report(
         &self,
         request: Request<ReportRequest>,
     ) -> Result<Response<ReportResponse>, Status> {
         let metrics = self.reporter.metrics();
-        let (target, notice) = parse(request.get_ref()).map_err(|err| {
-            metrics.report("invalid");
-            status(&err)
-        })?;
-        match self.reporter.report(&target, &notice).await {
+        match self.handle(&request).await {
             Ok(recipients) => {
                 metrics.report("ok");
                 Ok(Response::new(ReportResponse {
@@ -143,8 +168,12 @@ impl ReporterApi for ReportService {
                 }))
             }
             Err(err) => {
-                warn!(error = %err, "report failed");
                 metrics.report(err.kind());
+                if err.is_transient() {
+                    warn!(error = %err, "report failed");
+                } else {
+                    info!(error = %err, "report refused");
+                }
                 Err(status(&err))
             }
         }
@@ -156,6 +185,8 @@ impl ReporterApi for ReportService {
 pub fn status(err: &Error) -> Status {
     match err {
         Error::InvalidReport { .. } => Status::invalid_argument(err.to_string()),
+        Error::Unauthenticated { .. } => Status::unauthenticated(err.to_string()),
+        Error::PermissionDenied { .. } => Status::permission_denied(err.to_string()),
         Error::NotFound { .. } => Status::not_found(err.to_string()),
         err if err.is_transient() => Status::unavailable(err.to_string()),
         err => Status::internal(err.to_string()),
@@ -290,6 +321,40 @@ mod tests {
             if let Err(err) = result {
                 assert_eq!(status(&err).code(), tonic::Code::InvalidArgument);
             }
+        }
+    }
+
+    #[test]
+    fn a_denied_caller_is_told_the_namespace_and_the_permission_to_grant() {
+        let err = Error::PermissionDenied {
+            user: "system:serviceaccount:platform:quota".into(),
+            namespace: "shop".into(),
+        };
+        let status = status(&err);
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        for text in [
+            "system:serviceaccount:platform:quota",
+            "namespace \"shop\"",
+            "create",
+            "servicecertificates/report",
+            "certflow.io",
+        ] {
+            assert!(status.message().contains(text), "{text}: {status:?}");
+        }
+        assert!(!err.is_transient());
+        assert_eq!(err.kind(), "permission_denied");
+    }
+
+    #[test]
+    fn a_report_is_authorized_in_the_namespace_it_is_about() {
+        let mut secret = request();
+        secret.regarding = Some(Regarding::Secret(SecretRef {
+            namespace: "payments".into(),
+            secret_name: "web-tls".into(),
+        }));
+        for (request, namespace) in [(request(), "shop"), (secret, "payments")] {
+            let target = parse(&request).map(|(target, _)| target).ok();
+            assert_eq!(target.as_ref().map(namespace_of), Some(namespace));
         }
     }
 

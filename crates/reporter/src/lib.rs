@@ -10,6 +10,11 @@
 //! Repeats fold into one Event's series, and a per-object token bucket keeps
 //! the API server safe.
 //!
+//! Report callers are Kubernetes identities: a ServiceAccount token for the
+//! reporter's audience, checked with a TokenReview, and RBAC's `create` on
+//! `servicecertificates/report` in the namespace reported about, checked with
+//! a SubjectAccessReview ([`auth`]).
+//!
 //! It never reads Secrets (Pod specs name them, which is all it needs),
 //! never writes anything but Events, and acknowledges an outcome only after
 //! the Events it implies were written or deliberately deferred by the rate
@@ -17,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod active;
+pub mod auth;
 pub mod consumer;
 mod error;
 pub mod events;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use certflow_bus::ActiveFailures;
 use certflow_reporter::active::{self, SharedActive};
+use certflow_reporter::auth::Guard;
 use certflow_reporter::consumer::Consumer;
 use certflow_reporter::events::aggregate::AggregationSettings;
 use certflow_reporter::events::limit::RateLimit;
@@ -33,11 +34,22 @@ struct Args {
     #[arg(long, env = "CERTFLOW_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
 
-    /// Address of the gRPC Report API (certflow.v1.Reporter). Callers are
-    /// not authenticated yet: keep it on loopback, or protect it with a
-    /// NetworkPolicy.
+    /// Address of the gRPC Report API (certflow.v1.Reporter). Every call
+    /// must carry a ServiceAccount token for --grpc-token-audience, and its
+    /// ServiceAccount needs `create` on servicecertificates/report in the
+    /// namespace reported about.
     #[arg(long, env = "CERTFLOW_GRPC_ADDR", default_value = "127.0.0.1:8082")]
     grpc_addr: SocketAddr,
+
+    /// The audience Report callers' tokens must be issued for (a projected
+    /// serviceAccountToken volume with this audience); verified with a
+    /// TokenReview. There is no way to turn authentication off.
+    #[arg(
+        long,
+        env = "CERTFLOW_REPORTER_TOKEN_AUDIENCE",
+        default_value = certflow_reporter::auth::DEFAULT_AUDIENCE
+    )]
+    grpc_token_audience: String,
 
     /// Outcomes handled at once (outcomes about one Secret are always
     /// handled one after the other).
@@ -123,6 +135,10 @@ async fn main() -> anyhow::Result<()> {
         metrics.clone(),
     ));
 
+    // Report callers are checked by the API server (TokenReview, then
+    // SubjectAccessReview); always on.
+    let guard = Arc::new(Guard::new(client.clone(), args.grpc_token_audience));
+
     // Then the Pods: outcomes need to know who consumes which Secret.
     let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
     let observer = Arc::new(PodEvents::new(
@@ -153,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     let (_, grpc_server) = grpc::serve(
         args.grpc_addr,
-        ReportService::new(reporter.clone()),
+        ReportService::new(reporter.clone(), guard),
         shutdown.token(),
     )
     .await

@@ -294,6 +294,29 @@ impl TestEnv {
     /// ServiceAccount if needed), so a component can run with exactly the
     /// rights its RBAC grants. Returns the kubeconfig's path.
     pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let token = self
+            .service_account_token(namespace, name, SERVICE_ACCOUNT_ISSUER)
+            .await?;
+        let path = self.dir.join(format!("kubeconfig-{namespace}-{name}"));
+        kubeconfig::write(
+            &path,
+            &self.api_url,
+            &self.pki.serving_ca_pem,
+            &format!("system:serviceaccount:{namespace}:{name}"),
+            kubeconfig::Credentials::Token(&token),
+        )?;
+        Ok(path)
+    }
+
+    /// A token of ServiceAccount `namespace/name` (created if needed) from
+    /// the TokenRequest API, valid for a day and for `audience` only: what a
+    /// projected serviceAccountToken volume with that audience holds.
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audience: &str,
+    ) -> Result<String> {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
         let account = ServiceAccount {
             metadata: ObjectMeta {
@@ -309,27 +332,18 @@ impl TestEnv {
         }
         let request = TokenRequest {
             spec: Some(TokenRequestSpec {
-                audiences: Some(vec![SERVICE_ACCOUNT_ISSUER.to_owned()]),
+                audiences: Some(vec![audience.to_owned()]),
                 expiration_seconds: Some(24 * 3600),
                 ..TokenRequestSpec::default()
             }),
             ..TokenRequest::default()
         };
-        let token = accounts
+        accounts
             .create_token_request(name, &PostParams::default(), &request)
             .await?
             .status
             .and_then(|status| status.token)
-            .ok_or_else(|| Error::Other("TokenRequest returned no token".to_owned()))?;
-        let path = self.dir.join(format!("kubeconfig-{namespace}-{name}"));
-        kubeconfig::write(
-            &path,
-            &self.api_url,
-            &self.pki.serving_ca_pem,
-            &format!("system:serviceaccount:{namespace}:{name}"),
-            kubeconfig::Credentials::Token(&token),
-        )?;
-        Ok(path)
+            .ok_or_else(|| Error::Other("TokenRequest returned no token".to_owned()))
     }
 
     /// Server-side-applies every CRD in `deploy/crds/` and waits until each
@@ -391,8 +405,9 @@ impl TestEnv {
     }
 }
 
-/// The issuer and audience of service-account tokens in the test cluster.
-const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// The issuer and audience of service-account tokens in the test cluster
+/// (the API server's own audience).
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 fn etcd_args(dir: &Path, client: u16, peer: u16) -> Vec<String> {
     let client_url = format!("http://127.0.0.1:{client}");

@@ -1,0 +1,209 @@
+//! The gRPC Report API lets in only Kubernetes identities with a grant:
+//! a real certflow-reporter process checks each call's ServiceAccount token
+//! with a TokenReview for its audience and the caller's permission with a
+//! SubjectAccessReview against the real API server's RBAC, as set up by the
+//! documented Role (`deploy/examples/report-client/rbac.yaml`).
+
+use std::time::Duration;
+
+use certflow_e2e::report_api::{self, AUDIENCE};
+use certflow_e2e::services::Services;
+use certflow_e2e::{eventually, run_ok};
+use certflow_proto::v1::report_request::Regarding;
+use certflow_proto::v1::{EventType, ReportRequest, SecretRef};
+use certflow_testenv::{SERVICE_ACCOUNT_ISSUER, TestEnv};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A Normal report about Secret `secret_name` of `namespace`, with `reason`.
+fn report(namespace: &str, secret_name: &str, reason: &str) -> ReportRequest {
+    ReportRequest {
+        regarding: Some(Regarding::Secret(SecretRef {
+            namespace: namespace.into(),
+            secret_name: secret_name.into(),
+        })),
+        r#type: EventType::Normal.into(),
+        reason: reason.into(),
+        message: "A control-plane service reports this through the Report API.".into(),
+        reporting_component: "certflow-e2e".into(),
+        ..ReportRequest::default()
+    }
+}
+
+/// The reasons of every Event certflow-reporter wrote in `namespace`.
+async fn reported_reasons(env: &TestEnv, namespace: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(env.client().await.expect("client"), namespace);
+    events
+        .list(&ListParams::default().fields("reportingController=certflow-reporter"))
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter_map(|event| event.reason)
+        .collect()
+}
+
+/// Calls Report with `request` and returns the refusal, failing if the call
+/// succeeded or was refused with another code.
+async fn refused(
+    client: &mut report_api::Client,
+    request: ReportRequest,
+    code: tonic::Code,
+) -> tonic::Status {
+    let status = client
+        .report(request)
+        .await
+        .expect_err("the reporter must refuse this call");
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+#[tokio::test]
+async fn only_a_service_account_token_for_the_reporter_with_a_grant_for_the_namespace_may_report() {
+    let env = certflow_testenv::shared();
+    let granted_ns = env.create_namespace("auth-a").await.expect("namespace");
+    let other_ns = env.create_namespace("auth-b").await.expect("namespace");
+    let callers_ns = env
+        .create_namespace("auth-callers")
+        .await
+        .expect("namespace");
+    let services = Services::start(env, &granted_ns, 0).await;
+    let reporter = &services.reporters[0];
+    let port = reporter.grpc_port.expect("gRPC port");
+    for namespace in [&granted_ns, &other_ns] {
+        run_ok(
+            env.kubectl().args(["apply", "-n", namespace, "-f", "-"]),
+            r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "consumer"},
+                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1",
+                  "envFrom": [{"secretRef": {"name": "app-tls"}}]}]}}"#,
+        );
+    }
+
+    // A ServiceAccount granted the documented Role in the first namespace only.
+    let reporting = report_api::token(env, &callers_ns, "quota-checker").await;
+    report_api::grant_report(env, &granted_ns, &callers_ns, "quota-checker");
+    let mut granted = report_api::connect(port, Some(&reporting)).await;
+    // Its report about the first namespace reaches the consuming Pod (once
+    // the reporter's index has seen it).
+    eventually(
+        "an authorized report to reach the consuming Pod",
+        WAIT,
+        || {
+            let mut granted = granted.clone();
+            let request = report(&granted_ns, "app-tls", "AuthorizedReport");
+            async move {
+                let recipients = granted.report(request).await.ok()?.into_inner().recipients;
+                (recipients >= 1).then_some(())
+            }
+        },
+    )
+    .await;
+    eventually("the authorized report's Event", WAIT, || async {
+        let reasons = reported_reasons(env, &granted_ns).await;
+        reasons
+            .iter()
+            .any(|r| r == "AuthorizedReport")
+            .then_some(())
+    })
+    .await;
+
+    // Its report about another namespace is refused, naming the namespace
+    // and the permission to grant, and never echoing the token.
+    let denied = refused(
+        &mut granted,
+        report(&other_ns, "app-tls", "ForeignReport"),
+        tonic::Code::PermissionDenied,
+    )
+    .await;
+    for text in [
+        format!("namespace {other_ns:?}"),
+        "servicecertificates/report".to_owned(),
+        format!("system:serviceaccount:{callers_ns}:quota-checker"),
+    ] {
+        assert!(denied.message().contains(&text), "{text}: {denied:?}");
+    }
+    assert!(!denied.message().contains(&reporting), "{denied:?}");
+
+    // No token at all, and a token that is not "Bearer <token>".
+    let mut anonymous = report_api::connect(port, None).await;
+    let missing = refused(
+        &mut anonymous,
+        report(&granted_ns, "app-tls", "AnonymousReport"),
+        tonic::Code::Unauthenticated,
+    )
+    .await;
+    assert!(missing.message().contains(AUDIENCE), "{missing:?}");
+    let mut garbled = report_api::connect(port, Some("not a token")).await;
+    refused(
+        &mut garbled,
+        report(&granted_ns, "app-tls", "GarbledReport"),
+        tonic::Code::Unauthenticated,
+    )
+    .await;
+
+    // The same ServiceAccount's token for another audience (the API
+    // server's, as in a Pod's default token) is not accepted, although the
+    // ServiceAccount holds the grant.
+    let for_the_api_server = env
+        .service_account_token(&callers_ns, "quota-checker", SERVICE_ACCOUNT_ISSUER)
+        .await
+        .expect("TokenRequest");
+    let mut wrong_audience = report_api::connect(port, Some(&for_the_api_server)).await;
+    let status = refused(
+        &mut wrong_audience,
+        report(&granted_ns, "app-tls", "WrongAudienceReport"),
+        tonic::Code::Unauthenticated,
+    )
+    .await;
+    assert!(
+        !status.message().contains(&for_the_api_server),
+        "{status:?}"
+    );
+
+    // A valid token of a ServiceAccount nobody granted anything.
+    let ungranted = report_api::token(env, &callers_ns, "bystander").await;
+    let mut ungranted = report_api::connect(port, Some(&ungranted)).await;
+    let status = refused(
+        &mut ungranted,
+        report(&granted_ns, "app-tls", "UngrantedReport"),
+        tonic::Code::PermissionDenied,
+    )
+    .await;
+    assert!(
+        status
+            .message()
+            .contains(&format!("namespace {granted_ns:?}")),
+        "{status:?}"
+    );
+
+    // Nothing refused was written: a report made after all of them has its
+    // Event, and none of theirs exists (in either namespace).
+    granted
+        .report(report(&granted_ns, "app-tls", "MarkerReport"))
+        .await
+        .expect("a report after the refusals");
+    eventually("the marker report's Event", WAIT, || async {
+        let reasons = reported_reasons(env, &granted_ns).await;
+        reasons.iter().any(|r| r == "MarkerReport").then_some(())
+    })
+    .await;
+    let mut written = reported_reasons(env, &granted_ns).await;
+    written.extend(reported_reasons(env, &other_ns).await);
+    written.sort();
+    written.dedup();
+    assert_eq!(written, ["AuthorizedReport", "MarkerReport"]);
+
+    // Operators see the refusals by kind.
+    let metrics = reporter.metrics().await;
+    let count = |result: &str| {
+        certflow_e2e::services::sum_metric(
+            &metrics,
+            &format!("certflow_reporter_reports_total{{result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!(count("unauthenticated"), 3.0, "{metrics}");
+    assert_eq!(count("permission_denied"), 2.0, "{metrics}");
+    assert!(count("ok") >= 2.0, "{metrics}");
+}
