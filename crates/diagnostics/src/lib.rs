@@ -41,6 +41,7 @@ pub mod names;
 pub mod policy;
 mod reason;
 pub mod suggest;
+pub mod template;
 mod text;
 mod validate;
 mod violation;

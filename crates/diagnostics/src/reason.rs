@@ -73,6 +73,8 @@ reasons! {
     CommonNameTooLong,
     /// spec.secretName is not a valid Kubernetes Secret name.
     InvalidSecretName,
+    /// A label or annotation in spec.secretTemplate is one Kubernetes refuses on a Secret (a malformed key, a label value that is not a short identifier, annotations over 256 KiB).
+    InvalidSecretTemplate,
     /// spec.duration or spec.renewBefore is not a Go duration such as `2160h`.
     InvalidDuration,
     /// spec.duration is shorter than the one-minute minimum.

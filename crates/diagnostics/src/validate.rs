@@ -18,6 +18,7 @@ use crate::names::{
 };
 use crate::policy::check_policy;
 use crate::reason::Reason;
+use crate::template::invalid_secret_template;
 use crate::text::quote;
 use crate::violation::Violation;
 
@@ -257,6 +258,9 @@ pub fn validate_spec(spec: &ServiceCertificateSpec) -> Vec<Violation> {
     }
     if let Some(key) = &spec.private_key {
         found.extend(invalid_key_size(key.algorithm, key.size));
+    }
+    if let Some(template) = &spec.secret_template {
+        found.extend(invalid_secret_template(template));
     }
     found.truncate(MAX_VIOLATIONS);
     found

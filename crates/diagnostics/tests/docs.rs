@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use certflow_api::{IssuerPolicy, KeyAlgorithm, PrivateKeySpec, ServiceCertificateSpec};
+use certflow_api::{
+    IssuerPolicy, KeyAlgorithm, PrivateKeySpec, SecretTemplate, ServiceCertificateSpec,
+};
 use certflow_diagnostics::{
     Reason, Violation, diagnose, issuer_not_found, issuer_not_ready, retries_exhausted,
     secret_conflict, secret_owned_by_other,
@@ -119,6 +121,13 @@ fn examples() -> Vec<Option<Violation>> {
         }),
         signer(ServiceCertificateSpec {
             secret_name: "Web_TLS".to_owned(),
+            ..spec()
+        }),
+        signer(ServiceCertificateSpec {
+            secret_template: Some(SecretTemplate {
+                labels: [("team".to_owned(), "Payments Team".to_owned())].into(),
+                ..Default::default()
+            }),
             ..spec()
         }),
         signer(ServiceCertificateSpec {

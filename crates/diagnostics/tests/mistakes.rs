@@ -3,7 +3,8 @@
 //! fix that appears in the Event sentence.
 
 use certflow_api::{
-    IssuerPolicy, IssuerRef, KeyAlgorithm, KeyUsage, PrivateKeySpec, ServiceCertificateSpec,
+    IssuerPolicy, IssuerRef, KeyAlgorithm, KeyUsage, PrivateKeySpec, SecretTemplate,
+    ServiceCertificateSpec,
 };
 use certflow_diagnostics::{
     MAX_MESSAGE_BYTES, Reason, Violation, diagnose, issuer_not_found, issuer_not_ready,
@@ -339,6 +340,30 @@ mistake!(a_secret_name_in_upper_case_with_underscores_is_repaired:
     signer(ServiceCertificateSpec { secret_name: "Payments_TLS".to_owned(), ..valid() })
     => InvalidSecretName at "spec.secretName", value "Payments_TLS",
     fix "\"payments-tls\"");
+
+mistake!(a_label_value_with_spaces_is_refused_before_any_key_is_generated:
+    signer(ServiceCertificateSpec {
+        secret_template: Some(SecretTemplate {
+            labels: [("team".to_owned(), "Payments Team".to_owned())].into(),
+            ..Default::default()
+        }),
+        ..valid()
+    })
+    => InvalidSecretTemplate at "spec.secretTemplate.labels[team]", value "Payments Team",
+    fix "move free text to spec.secretTemplate.annotations");
+
+mistake!(annotations_over_the_secret_size_limit_are_refused:
+    signer(ServiceCertificateSpec {
+        secret_template: Some(SecretTemplate {
+            annotations: (0..64)
+                .map(|i| (format!("example.com/filler-{i}"), "x".repeat(8 * 1024)))
+                .collect(),
+            ..Default::default()
+        }),
+        ..valid()
+    })
+    => InvalidSecretTemplate at "spec.secretTemplate.annotations", value "525622 bytes",
+    fix "put it in a ConfigMap");
 
 // Durations.
 

@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use certflow_api::{
-    IssuerPolicy, KeyAlgorithm, PrivateKeySpec, ServiceCertificateSpec, parse_go_duration,
+    IssuerPolicy, KeyAlgorithm, PrivateKeySpec, SecretTemplate, ServiceCertificateSpec,
+    parse_go_duration,
 };
 use certflow_diagnostics::{
     MAX_MESSAGE_BYTES, MAX_VIOLATIONS, Reason, Violation, diagnose, duration, issuer_not_found,
@@ -49,6 +50,10 @@ prop_compose! {
         renew_before in prop::option::of(value()),
         key in prop::option::of((algorithm(), prop::option::of(any::<u32>()))),
         is_ca in prop::option::of(any::<bool>()),
+        secret_template in prop::option::of((
+            prop::collection::btree_map(value(), value(), 0..4),
+            prop::collection::btree_map(value(), value(), 0..4),
+        )),
     ) -> ServiceCertificateSpec {
         ServiceCertificateSpec {
             secret_name,
@@ -65,6 +70,7 @@ prop_compose! {
                 ..Default::default()
             }),
             is_ca,
+            secret_template: secret_template.map(|(labels, annotations)| SecretTemplate { labels, annotations }),
             ..Default::default()
         }
     }
