@@ -372,6 +372,13 @@ fn dns_name_problem(value: &str) -> Option<String> {
             quote(&c.to_string())
         ));
     }
+    if value == "*" {
+        return Some(
+            "is a wildcard with no domain after it; a wildcard is the leftmost label of a longer \
+             name and covers one label under that domain"
+                .to_owned(),
+        );
+    }
     (!is_valid_dns_name(value)).then(|| "is not a valid DNS name".to_owned())
 }
 
@@ -420,6 +427,8 @@ pub fn invalid_dns_name(field: &str, value: &str) -> Option<Violation> {
     } else if value.trim().is_empty() {
         violation
             .with_suggestion("remove the entry or write a hostname such as \"api.default.svc\"")
+    } else if value == "*" {
+        violation.with_suggestion("add the domain it covers, such as \"*.api.default.svc\"")
     } else {
         violation.with_suggestion(
             "use lower-case letters, digits, \"-\" and \".\", such as \"api.default.svc\"",

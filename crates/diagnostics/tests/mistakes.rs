@@ -188,6 +188,11 @@ mistake!(a_partial_wildcard_suggests_a_whole_label_wildcard:
     => WildcardNotLeftmost at "spec.dnsNames[0]", value "payments-*.default.svc",
     fix "\"*.default.svc\"");
 
+mistake!(a_bare_wildcard_asks_for_the_domain_it_covers:
+    signer_with(dns(&["*"]), IssuerPolicy::default())
+    => InvalidDNSName at "spec.dnsNames[0]", value "*",
+    fix "add the domain it covers");
+
 mistake!(a_label_over_63_characters_is_refused:
     signer(dns(&[&format!("{}.default.svc", "p".repeat(64))]))
     => DNSLabelTooLong at "spec.dnsNames[0]", value format!("{}.default.svc", "p".repeat(64)),
