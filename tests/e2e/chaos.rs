@@ -78,13 +78,14 @@ fn setting(name: &str, default: u64) -> u64 {
 }
 
 fn kill(env: &TestEnv, services: &mut Services, victim: Victim) {
-    match victim {
-        Victim::Watcher => services.watcher.as_mut().map(|s| s.process.kill()),
-        Victim::Signer(n) => services.signers.get_mut(n).map(|s| s.process.kill()),
-        Victim::Reporter => services.reporters.first_mut().map(|s| s.process.kill()),
-        Victim::Nats => Some(env.kill_nats()),
-        Victim::ApiServer => Some(env.kill_apiserver()),
+    let service = match victim {
+        Victim::Watcher => services.watcher.as_mut(),
+        Victim::Signer(n) => services.signers.get_mut(n),
+        Victim::Reporter => services.reporters.first_mut(),
+        Victim::Nats => return env.kill_nats(),
+        Victim::ApiServer => return env.kill_apiserver(),
     };
+    service.expect("the victim exists").process.kill();
 }
 
 async fn restart(env: &TestEnv, services: &mut Services, victim: Victim) {

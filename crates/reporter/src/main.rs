@@ -75,6 +75,9 @@ struct Args {
     series_interval: Duration,
 }
 
+/// How long in-flight Report calls may take after SIGTERM.
+const GRPC_DRAIN: Duration = Duration::from_secs(5);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -187,7 +190,12 @@ async fn main() -> anyhow::Result<()> {
     let drained = shutdown
         .drain(async {
             let _ = run.await;
-            let _ = grpc_server.await;
+            // tonic's graceful stop also waits for idle client connections
+            // to close, which a caller holding a channel open never does:
+            // in-flight calls get GRPC_DRAIN, then the server is left behind.
+            if tokio::time::timeout(GRPC_DRAIN, grpc_server).await.is_err() {
+                tracing::info!(?GRPC_DRAIN, "gRPC clients still connected; closing");
+            }
             flusher_stop.cancel();
             let _ = flusher.await;
         })
