@@ -207,3 +207,32 @@ async fn only_a_service_account_token_for_the_reporter_with_a_grant_for_the_name
     assert_eq!(count("permission_denied"), 2.0, "{metrics}");
     assert!(count("ok") >= 2.0, "{metrics}");
 }
+
+#[tokio::test]
+async fn a_caller_holding_its_connection_open_does_not_hold_up_the_reporters_shutdown() {
+    let env = certflow_testenv::shared();
+    let namespace = env.create_namespace("auth-stop").await.expect("namespace");
+    let mut services = Services::start(env, &namespace, 0).await;
+    let port = services.reporters[0].grpc_port.expect("gRPC port");
+    // One answered call leaves an idle HTTP/2 connection open, as a real
+    // client's long-lived channel does.
+    let mut client = report_api::connect(port, None).await;
+    refused(
+        &mut client,
+        report(&namespace, "app-tls", "AnonymousReport"),
+        tonic::Code::Unauthenticated,
+    )
+    .await;
+
+    // The reporter's shutdown grace is 30 s; with the connection open it
+    // must still exit on SIGTERM well before, on its own.
+    let exited = services.reporters[0]
+        .process
+        .terminate(Duration::from_secs(20));
+    assert!(
+        exited.is_some_and(|status| status.success()),
+        "the reporter did not exit on SIGTERM within 20 s while a client was connected: {exited:?}\n{}",
+        services.logs()
+    );
+    drop(client);
+}
