@@ -526,10 +526,31 @@ pub fn uri_not_allowed(
         .iter()
         .map(|prefix| prefix.replace(NAMESPACE_PLACEHOLDER, namespace))
         .collect();
-    if prefixes.is_empty()
-        || instantiated
-            .iter()
-            .any(|prefix| uri.starts_with(prefix.as_str()))
+    if prefixes.is_empty() {
+        return None;
+    }
+    if let Some(segment) = dot_segment(uri) {
+        return Some(
+            Violation::new(
+                Reason::PolicyViolation,
+                field,
+                uri,
+                format!(
+                    "is not allowed by {} for namespace {}: it has the path segment {}, which URI \
+                     parsers resolve, so it may name another identity than the allowed prefix \
+                     it starts with (allowed prefixes: {})",
+                    ca(issuer),
+                    quote(namespace),
+                    quote(segment),
+                    text::list(instantiated.iter().map(String::as_str), LISTED_PATTERNS)
+                ),
+            )
+            .with_suggestion("write the URI without \".\" or \"..\" path segments"),
+        );
+    }
+    if instantiated
+        .iter()
+        .any(|prefix| uri.starts_with(prefix.as_str()))
     {
         return None;
     }
@@ -604,6 +625,21 @@ fn uri_near_miss(
         }
     }
     best.map(|(_, fixed)| fixed)
+}
+
+/// The first `.` or `..` path segment of `uri`, percent-encoded or not.
+/// Parsers that resolve dot segments (RFC 3986 section 5.2.4, the WHATWG
+/// URL standard of Rust's `url` and JavaScript's `URL`) read
+/// `spiffe://cluster.local/ns/shop/../payments/sa/api` as payments'
+/// identity, while a prefix check sees shop's.
+fn dot_segment(uri: &str) -> Option<&str> {
+    let rest = uri.split_once(':').map_or(uri, |(_, rest)| rest);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    path.split('/').find(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
 }
 
 /// An email address whose domain is not in `allowedEmailDomains`.

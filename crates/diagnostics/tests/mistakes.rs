@@ -300,6 +300,24 @@ mistake!(a_spiffe_id_of_another_namespace_suggests_this_namespace:
     => PolicyViolation at "spec.uris[0]", value "spiffe://cluster.local/ns/other-ns/sa/payments",
     fix "\"spiffe://cluster.local/ns/default/sa/payments\"");
 
+mistake!(a_dot_segment_escaping_the_namespace_prefix_is_refused:
+    signer(ServiceCertificateSpec {
+        uris: names(&["spiffe://cluster.local/ns/default/../other-ns/sa/payments"]),
+        ..valid()
+    })
+    => PolicyViolation at "spec.uris[0]",
+    value "spiffe://cluster.local/ns/default/../other-ns/sa/payments",
+    fix "without \".\" or \"..\" path segments");
+
+mistake!(a_percent_encoded_dot_segment_is_refused_too:
+    signer(ServiceCertificateSpec {
+        uris: names(&["spiffe://cluster.local/ns/default/%2e%2E/other-ns/sa/payments"]),
+        ..valid()
+    })
+    => PolicyViolation at "spec.uris[0]",
+    value "spiffe://cluster.local/ns/default/%2e%2E/other-ns/sa/payments",
+    fix "without \".\" or \"..\" path segments");
+
 mistake!(a_mailto_link_suggests_the_plain_address:
     signer(ServiceCertificateSpec {
         email_addresses: names(&["mailto:payments-team@example.com"]),
