@@ -775,6 +775,29 @@ async fn an_issuers_policy_refuses_other_namespaces_names_ca_certificates_long_d
             ],
         },
         Refusal {
+            // URI parsers that follow the WHATWG URL standard (Rust's `url`,
+            // JavaScript's URL) resolve ".." and read this as the other
+            // namespace's identity.
+            name: "dot-segment-identity",
+            spec: ServiceCertificateSpec {
+                uris: vec![format!("spiffe://cluster.local/ns/{ns}/../{other}/sa/api")],
+                ..spec("dot-segment-identity", &[&web])
+            },
+            reason: "PolicyViolation",
+            shows: vec!["spec.uris[0]".into(), "\"..\"".into()],
+        },
+        Refusal {
+            name: "encoded-dot-segment-identity",
+            spec: ServiceCertificateSpec {
+                uris: vec![format!(
+                    "spiffe://cluster.local/ns/{ns}/%2E%2e/{other}/sa/api"
+                )],
+                ..spec("encoded-dot-segment-identity", &[&web])
+            },
+            reason: "PolicyViolation",
+            shows: vec!["spec.uris[0]".into()],
+        },
+        Refusal {
             name: "ca-certificate",
             spec: ServiceCertificateSpec {
                 is_ca: Some(true),
