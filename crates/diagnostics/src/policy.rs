@@ -721,16 +721,29 @@ pub fn policy_violations(
         // serve at all, listing them would only bury the real problem.
         return found;
     }
-    if let Some(common_name) = &spec.common_name
-        && is_valid_dns_name(common_name)
-    {
-        found.extend(dns_name_not_allowed(
-            issuer,
-            namespace,
-            "spec.commonName",
-            common_name,
-            &policy.allowed_dns_names,
-        ));
+    if let Some(common_name) = &spec.common_name {
+        // Judged as a client that falls back to the common name reads it:
+        // without regard to case or a root dot. Otherwise "API.OTHER.SVC."
+        // would slip past patterns that only the lower-case form matches.
+        let host = common_name
+            .strip_suffix('.')
+            .unwrap_or(common_name)
+            .to_ascii_lowercase();
+        if is_valid_dns_name(&host) {
+            found.extend(
+                dns_name_not_allowed(
+                    issuer,
+                    namespace,
+                    "spec.commonName",
+                    &host,
+                    &policy.allowed_dns_names,
+                )
+                .map(|violation| Violation {
+                    value: text::stored_value(common_name),
+                    ..violation
+                }),
+            );
+        }
     }
     for (i, name) in spec.dns_names.iter().take(MAX_NAMES).enumerate() {
         found.extend(dns_name_not_allowed(

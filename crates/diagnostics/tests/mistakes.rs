@@ -123,6 +123,14 @@ mistake!(a_name_outside_every_pattern_explains_the_patterns:
     => PolicyViolation at "spec.dnsNames[0]", value "payments.example.org",
     fix "matching one of those patterns");
 
+mistake!(another_namespaces_name_as_an_upper_case_common_name_is_refused:
+    signer(ServiceCertificateSpec {
+        common_name: Some("API.OTHER-NS.SVC.".to_owned()),
+        ..valid()
+    })
+    => PolicyViolation at "spec.commonName", value "API.OTHER-NS.SVC.",
+    fix "\"api.default.svc\"");
+
 // DNS names that are something else.
 
 mistake!(an_ip_address_in_dns_names_is_moved_to_ip_addresses:
