@@ -88,9 +88,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let shutdown = service.shutdown().clone();
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
+    let client = certflow_runtime::kube_client::connect(service.args()).await?;
     let nats = service.connect_nats().await?;
     let js = async_nats::jetstream::new(nats);
     let topology = service.topology()?;

@@ -85,6 +85,16 @@ pub struct CommonArgs {
     )]
     pub bus_retry_delays: Vec<Duration>,
 
+    /// Client-side limit on Kubernetes API requests per second from this
+    /// process; 0 (the default) leaves limiting to the API server's
+    /// Priority and Fairness.
+    #[arg(long, env = "CERTFLOW_KUBE_API_QPS", default_value_t = 0)]
+    pub kube_api_qps: u32,
+
+    /// Requests allowed at once above `--kube-api-qps` before waiting.
+    #[arg(long, env = "CERTFLOW_KUBE_API_BURST", default_value_t = 100)]
+    pub kube_api_burst: u32,
+
     /// Address of the gRPC health server (grpc.health.v1, for Kubernetes probes).
     #[arg(long, env = "CERTFLOW_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     pub health_addr: SocketAddr,

@@ -85,6 +85,13 @@ pub enum RuntimeError {
         source: certflow_bus::BusError,
     },
 
+    /// No Kubernetes client configuration was found or it is unusable.
+    #[error("Kubernetes client configuration (in-cluster or KUBECONFIG): {source}")]
+    KubeConfig {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// Rendering the metrics failed.
     #[error("encoding metrics: {source}")]
     MetricsEncoding {
@@ -108,6 +115,7 @@ impl RuntimeError {
             Self::NatsConnect { .. } => "nats_connect",
             Self::ShutdownWhileConnecting { .. } => "shutdown_while_connecting",
             Self::Bus { .. } => "bus",
+            Self::KubeConfig { .. } => "kube_config",
             Self::MetricsEncoding { .. } => "metrics_encoding",
         }
     }

@@ -2,14 +2,16 @@
 //! wiring: the common flags ([`CommonArgs`]), logging ([`telemetry`]), gRPC
 //! health for Kubernetes probes ([`health`]), Prometheus metrics
 //! ([`metrics`]), graceful shutdown on SIGTERM ([`Shutdown`]) and the NATS
-//! connection ([`connect_nats`]); [`Service`] runs them in order. This crate
-//! never touches Kubernetes, never names a subject or stream (that is
-//! `certflow-bus`), and holds no business logic.
+//! connection ([`connect_nats`]), and the Kubernetes API client with its
+//! optional rate limit ([`kube_client`]); [`Service`] runs them in order.
+//! This crate never reads or writes Kubernetes objects, never names a
+//! subject or stream (that is `certflow-bus`), and holds no business logic.
 #![forbid(unsafe_code)]
 
 mod args;
 mod error;
 pub mod health;
+pub mod kube_client;
 pub mod metrics;
 pub mod nats;
 mod server;

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use certflow_runtime::{CommonArgs, Service, nats::NATS_DEPENDENCY};
 use certflow_signer::authority::Authorities;
 use certflow_signer::handler::Handler;
@@ -55,9 +54,7 @@ async fn main() -> anyhow::Result<()> {
         &[NATS_DEPENDENCY, KUBERNETES_DEPENDENCY],
     )
     .await?;
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
+    let client = certflow_runtime::kube_client::connect(service.args()).await?;
     let nats = service.connect_nats().await?;
     let js = async_nats::jetstream::new(nats);
     let topology = service.topology()?;

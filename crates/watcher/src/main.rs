@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use certflow_runtime::{CommonArgs, Service, nats::NATS_DEPENDENCY, parse_duration};
 use certflow_watcher::controller::{self, Settings};
 use certflow_watcher::metrics::Metrics;
@@ -45,9 +44,7 @@ async fn main() -> anyhow::Result<()> {
         &[NATS_DEPENDENCY, controller::KUBERNETES_DEPENDENCY],
     )
     .await?;
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
+    let client = certflow_runtime::kube_client::connect(service.args()).await?;
     let nats = service.connect_nats().await?;
     let js = async_nats::jetstream::new(nats);
     let topology = service.topology()?;
