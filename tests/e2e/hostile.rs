@@ -775,6 +775,17 @@ async fn an_issuers_policy_refuses_other_namespaces_names_ca_certificates_long_d
             ],
         },
         Refusal {
+            // Clients that still fall back to the common name compare host
+            // names without regard to case.
+            name: "other-namespace-common-name",
+            spec: ServiceCertificateSpec {
+                common_name: Some(format!("API.{}.SVC.", other.to_uppercase())),
+                ..spec("other-namespace-common-name", &[&web])
+            },
+            reason: "PolicyViolation",
+            shows: vec!["spec.commonName".into()],
+        },
+        Refusal {
             // URI parsers that follow the WHATWG URL standard (Rust's `url`,
             // JavaScript's URL) resolve ".." and read this as the other
             // namespace's identity.
