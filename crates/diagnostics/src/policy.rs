@@ -548,9 +548,10 @@ pub fn uri_not_allowed(
             .with_suggestion("write the URI without \".\" or \"..\" path segments"),
         );
     }
-    if instantiated
+    if prefixes
         .iter()
-        .any(|prefix| uri.starts_with(prefix.as_str()))
+        .zip(&instantiated)
+        .any(|(template, prefix)| uri_prefix_matches(template, prefix, uri))
     {
         return None;
     }
@@ -625,6 +626,19 @@ fn uri_near_miss(
         }
     }
     best.map(|(_, fixed)| fixed)
+}
+
+/// Whether `uri` starts with `prefix` (the policy's `template` with the
+/// namespace filled in). A template that ends with `{namespace}` matches
+/// only up to a segment boundary: `spiffe://cluster.local/ns/{namespace}`
+/// must give namespace `team` its own identities, not `team-b`'s.
+fn uri_prefix_matches(template: &str, prefix: &str, uri: &str) -> bool {
+    let Some(rest) = uri.strip_prefix(prefix) else {
+        return false;
+    };
+    !template.ends_with(NAMESPACE_PLACEHOLDER)
+        || rest.is_empty()
+        || rest.starts_with(['/', '?', '#'])
 }
 
 /// The first `.` or `..` path segment of `uri`, percent-encoded or not.

@@ -326,6 +326,39 @@ mistake!(a_percent_encoded_dot_segment_is_refused_too:
     value "spiffe://cluster.local/ns/default/%2e%2E/other-ns/sa/payments",
     fix "without \".\" or \"..\" path segments");
 
+mistake!(a_prefix_ending_in_the_namespace_does_not_cover_a_longer_namespace:
+    signer_with(
+        ServiceCertificateSpec {
+            uris: names(&["spiffe://cluster.local/ns/default-admin/sa/payments"]),
+            ..valid()
+        },
+        IssuerPolicy {
+            allowed_uri_prefixes: names(&["spiffe://cluster.local/ns/{namespace}"]),
+            ..policy()
+        },
+    )
+    => PolicyViolation at "spec.uris[0]",
+    value "spiffe://cluster.local/ns/default-admin/sa/payments",
+    fix "did you mean \"spiffe://cluster.local/ns/default/sa/payments\"?");
+
+#[test]
+fn a_prefix_ending_in_the_namespace_covers_the_namespace_itself() {
+    let policy = IssuerPolicy {
+        allowed_uri_prefixes: names(&["spiffe://cluster.local/ns/{namespace}"]),
+        ..policy()
+    };
+    for uri in [
+        "spiffe://cluster.local/ns/default",
+        "spiffe://cluster.local/ns/default/sa/payments",
+    ] {
+        let spec = ServiceCertificateSpec {
+            uris: names(&[uri]),
+            ..valid()
+        };
+        assert_eq!(signer_with(spec, policy.clone()), None, "{uri}");
+    }
+}
+
 mistake!(a_mailto_link_suggests_the_plain_address:
     signer(ServiceCertificateSpec {
         email_addresses: names(&["mailto:payments-team@example.com"]),
