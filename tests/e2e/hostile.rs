@@ -738,6 +738,16 @@ async fn an_issuers_policy_refuses_other_namespaces_names_ca_certificates_long_d
         .await
         .expect("create the CertificateAuthority for other namespaces");
 
+    // A prefix written without its trailing "/".
+    let loose = certflow_testenv::unique_name("loose-prefix-ca");
+    let loose_prefix = IssuerPolicy {
+        allowed_uri_prefixes: vec!["spiffe://cluster.local/ns/{namespace}".into()],
+        ..IssuerPolicy::default()
+    };
+    create_generated_ca(&fx.client, &loose, Some(loose_prefix))
+        .await
+        .expect("create the CertificateAuthority with a loose URI prefix");
+
     let other = "payments";
     let web = format!("web.{ns}.svc");
     // Within the policy's 720h unless a case says otherwise.
@@ -829,6 +839,17 @@ async fn an_issuers_policy_refuses_other_namespaces_names_ca_certificates_long_d
             },
             reason: "PolicyViolation",
             shows: vec!["spec.uris[0]".into()],
+        },
+        Refusal {
+            name: "longer-namespace-identity",
+            spec: ServiceCertificateSpec {
+                uris: vec![format!("spiffe://cluster.local/ns/{ns}-admin/sa/api")],
+                ..fx.spec_from(&loose, "longer-namespace-identity", &[&web])
+            },
+            reason: "PolicyViolation",
+            shows: vec![format!(
+                "did you mean \"spiffe://cluster.local/ns/{ns}/sa/api\"?"
+            )],
         },
         Refusal {
             name: "ca-certificate",
