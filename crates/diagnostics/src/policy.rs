@@ -79,14 +79,17 @@ impl Cidr {
                 IpAddr::V6(v6) => (u128::from(v6), 128),
             }
         };
-        let ip = match (self.network, ip) {
-            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => return false,
-            },
-            (IpAddr::V6(_), IpAddr::V4(_)) => return false,
-            _ => ip,
+        // An IPv4-mapped IPv6 address is the IPv4 address to the clients
+        // that match it (Go's crypto/x509 compares them equal), so it is
+        // judged as one: inside IPv4 ranges, outside IPv6 ranges such as
+        // ::/0 that never meant to allow IPv4.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            IpAddr::V4(_) => ip,
         };
+        if self.network.is_ipv4() != ip.is_ipv4() {
+            return false;
+        }
         let (network, width) = bits(self.network);
         let (address, _) = bits(ip);
         let host_bits = width - u32::from(self.prefix);
@@ -833,6 +836,12 @@ mod tests {
         let v6 = Cidr::parse("fd00::/8").expect("valid");
         assert!(v6.contains("fd12::1".parse().expect("ip")));
         assert!(!v6.contains("10.0.0.1".parse().expect("ip")));
+        let any_v6 = Cidr::parse("::/0").expect("valid");
+        assert!(any_v6.contains("fd12::1".parse().expect("ip")));
+        assert!(
+            !any_v6.contains("::ffff:192.168.1.1".parse().expect("ip")),
+            "an IPv4-mapped address is IPv4"
+        );
         assert!(Cidr::parse("10.0.0.0/33").is_none());
     }
 
