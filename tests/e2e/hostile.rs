@@ -701,8 +701,9 @@ async fn secret_template_labels_kubernetes_would_refuse_on_the_secret_are_refuse
 // Policy: what an issuer's policy forbids is refused, whoever asks.
 
 /// The policy a platform team gives a shared CA: this namespace only, its
-/// own Services' names, at most 30 days, RSA keys of 3072 bits or more or
-/// ECDSA, no CA certificates.
+/// own Services' names and SPIFFE IDs, IPv4 addresses in 10.0.0.0/8 and any
+/// IPv6 address, at most 30 days, RSA keys of 3072 bits or more or ECDSA,
+/// no CA certificates.
 fn strict_policy(namespace: &str) -> IssuerPolicy {
     IssuerPolicy {
         allowed_namespaces: vec![namespace.to_owned()],
@@ -711,6 +712,8 @@ fn strict_policy(namespace: &str) -> IssuerPolicy {
             "*.{namespace}.svc.cluster.local".into(),
         ],
         allowed_uri_prefixes: vec!["spiffe://cluster.local/ns/{namespace}/".into()],
+        // Any IPv6 address (Pods), and IPv4 only in the cluster's range.
+        allowed_ip_ranges: vec!["10.0.0.0/8".into(), "::/0".into()],
         max_duration: Some("720h".into()),
         allowed_key_algorithms: vec![KeyAlgorithm::Ecdsa, KeyAlgorithm::Rsa],
         min_rsa_key_size: Some(3072),
@@ -765,8 +768,16 @@ async fn an_issuers_policy_refuses_other_namespaces_names_ca_certificates_long_d
     };
 
     // The control: a request within the policy is issued.
-    fx.create_ok("compliant", with_key("compliant", KeyAlgorithm::Rsa, 3072))
-        .await;
+    let compliant = ServiceCertificateSpec {
+        ip_addresses: vec![
+            "10.1.2.3".into(),
+            "fd00::12".into(),
+            "::ffff:10.1.2.4".into(),
+        ],
+        uris: vec![format!("spiffe://cluster.local/ns/{ns}/sa/web")],
+        ..with_key("compliant", KeyAlgorithm::Rsa, 3072)
+    };
+    fx.create_ok("compliant", compliant).await;
 
     let cases = vec![
         Refusal {
@@ -850,6 +861,16 @@ async fn an_issuers_policy_refuses_other_namespaces_names_ca_certificates_long_d
             shows: vec![format!(
                 "did you mean \"spiffe://cluster.local/ns/{ns}/sa/api\"?"
             )],
+        },
+        Refusal {
+            // Clients match an IPv4-mapped IPv6 address as the IPv4 one.
+            name: "mapped-ipv4-address",
+            spec: ServiceCertificateSpec {
+                ip_addresses: vec!["fd00::12".into(), "::ffff:192.168.1.10".into()],
+                ..spec("mapped-ipv4-address", &[&web])
+            },
+            reason: "PolicyViolation",
+            shows: vec!["spec.ipAddresses[1] \"::ffff:192.168.1.10\"".into()],
         },
         Refusal {
             name: "ca-certificate",
