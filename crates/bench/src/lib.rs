@@ -1,8 +1,13 @@
 //! certflow's benchmarks (`make bench`): scenarios that drive a real local
 //! control plane with certflow's services as separate processes and measure
-//! what users feel — issuance throughput and latency — reported as medians
-//! of repeated runs. Never part of `make test`: figures depend on the machine.
+//! what users feel — issuance throughput and latency, memory and API load at
+//! scale, a renewal storm — reported as medians of repeated runs. Never part
+//! of `make test`: figures depend on the machine.
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
+pub mod process;
+pub mod scale;
 pub mod scenarios;
 pub mod stats;
+pub mod storm;

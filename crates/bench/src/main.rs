@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use certflow_api::KeyAlgorithm;
-use certflow_bench::{scenarios, stats};
+use certflow_bench::{scale, scenarios, stats, storm};
 use clap::Parser;
 
-/// Measure certflow: issuance throughput (burst) and latency under an
-/// open-loop load, each repeated and reported as medians.
+/// Measure certflow: issuance throughput (burst), latency under an
+/// open-loop load, memory and API load at scale, and a renewal storm, each
+/// repeated and reported as medians.
 #[derive(Debug, Parser)]
 #[command(name = "certflow-bench", version, about)]
 struct Args {
@@ -33,6 +34,38 @@ struct Args {
     /// Skip the latency scenario.
     #[arg(long)]
     no_latency: bool,
+    /// Skip the scale scenario.
+    #[arg(long)]
+    no_scale: bool,
+    /// Skip the renewal-storm scenario.
+    #[arg(long)]
+    no_storm: bool,
+    /// Run only the burst configurations with this key algorithm (ECDSA or RSA).
+    #[arg(long)]
+    burst_algorithm: Option<String>,
+    /// Run only the burst configurations with this many signer replicas.
+    #[arg(long)]
+    burst_signers: Option<usize>,
+    /// ServiceCertificates issued in the scale scenario.
+    #[arg(long, default_value_t = 10_000)]
+    scale_certs: usize,
+    /// Pods consuming them (Pod i mounts certificate i modulo --scale-certs).
+    #[arg(long, default_value_t = 10_000)]
+    scale_pods: usize,
+    /// Unrelated 1 KiB Secrets in other namespaces.
+    #[arg(long, default_value_t = 30_000)]
+    scale_secrets: usize,
+    /// Seconds of idle over which API requests are counted (twice: with and
+    /// without certflow running).
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u64,
+    /// ServiceCertificates in the renewal storm.
+    #[arg(long, default_value_t = 5_000)]
+    storm_certs: usize,
+    /// Seconds after issuance at which the storm's certificates fall due
+    /// (60 to 599; issuing all of them must take less than this).
+    #[arg(long, default_value_t = 180)]
+    storm_due_after: u64,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
@@ -43,6 +76,8 @@ struct Results {
     runs: usize,
     bursts: Vec<scenarios::Burst>,
     latencies: Vec<scenarios::Latency>,
+    scales: Vec<scale::Scale>,
+    storms: Vec<storm::Storm>,
 }
 
 #[tokio::main]
@@ -54,33 +89,46 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let env = certflow_testenv::TestEnv::start().await?;
     let mut results = Results {
         runs: args.runs,
         bursts: Vec::new(),
         latencies: Vec::new(),
+        scales: Vec::new(),
+        storms: Vec::new(),
     };
-    let bursts = [
-        (KeyAlgorithm::Ecdsa, 1),
-        (KeyAlgorithm::Ecdsa, 2),
-        (KeyAlgorithm::Rsa, 1),
-        (KeyAlgorithm::Rsa, 2),
-    ];
-    for (algorithm, signers) in bursts.into_iter().filter(|_| !args.no_burst) {
-        for run in 1..=args.runs {
-            let burst = scenarios::burst(&env, args.burst, algorithm, signers).await?;
-            eprintln!(
-                "burst {algorithm} x{signers} run {run}: {:.1} certificates/s",
-                burst.per_second
-            );
-            results.bursts.push(burst);
+    if !(args.no_burst && args.no_latency) {
+        // Scenarios 1 and 2 share one control plane, each run in its own namespace.
+        let env = certflow_testenv::TestEnv::start().await?;
+        if !args.no_burst {
+            run_bursts(&env, &args, &mut results).await?;
+        }
+        if !args.no_latency {
+            run_latencies(&env, &args, &mut results).await?;
         }
     }
-    for run in (1..=args.runs).filter(|_| !args.no_latency) {
-        let latency =
-            scenarios::latency(&env, args.rate, Duration::from_secs(args.seconds)).await?;
-        eprintln!("latency run {run}: {latency:?}");
-        results.latencies.push(latency);
+    // Scenarios 3 and 4 start a control plane per run: their objects would
+    // weigh on every later run.
+    for run in (1..=args.runs).filter(|_| !args.no_scale) {
+        let size = scale::Size {
+            certificates: args.scale_certs,
+            pods: args.scale_pods,
+            unrelated_secrets: args.scale_secrets,
+        };
+        let scale = scale::scale(size, Duration::from_secs(args.idle_seconds)).await?;
+        eprintln!(
+            "scale run {run}: {}",
+            serde_json::to_string(&scale).unwrap_or_default()
+        );
+        results.scales.push(scale);
+    }
+    for run in (1..=args.runs).filter(|_| !args.no_storm) {
+        let storm =
+            storm::storm(args.storm_certs, Duration::from_secs(args.storm_due_after)).await?;
+        eprintln!(
+            "storm run {run}: {}",
+            serde_json::to_string(&storm).unwrap_or_default()
+        );
+        results.storms.push(storm);
     }
     print_table(&results);
     if let Some(dir) = args.out.parent() {
@@ -91,7 +139,66 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_bursts(
+    env: &certflow_testenv::TestEnv,
+    args: &Args,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let bursts = [
+        (KeyAlgorithm::Ecdsa, 1),
+        (KeyAlgorithm::Ecdsa, 2),
+        (KeyAlgorithm::Rsa, 1),
+        (KeyAlgorithm::Rsa, 2),
+    ];
+    let selected = bursts.into_iter().filter(|(algorithm, signers)| {
+        let algorithm_wanted = args
+            .burst_algorithm
+            .as_ref()
+            .is_none_or(|wanted| wanted.eq_ignore_ascii_case(algorithm.as_str()));
+        algorithm_wanted && args.burst_signers.is_none_or(|wanted| wanted == *signers)
+    });
+    for (algorithm, signers) in selected {
+        for run in 1..=args.runs {
+            let burst = scenarios::burst(env, args.burst, algorithm, signers).await?;
+            eprintln!(
+                "burst {algorithm} x{signers} run {run}: {:.1} certificates/s",
+                burst.per_second
+            );
+            results.bursts.push(burst);
+        }
+    }
+    Ok(())
+}
+
+async fn run_latencies(
+    env: &certflow_testenv::TestEnv,
+    args: &Args,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    for run in 1..=args.runs {
+        let latency = scenarios::latency(env, args.rate, Duration::from_secs(args.seconds)).await?;
+        eprintln!("latency run {run}: {latency:?}");
+        results.latencies.push(latency);
+    }
+    Ok(())
+}
+
 fn print_table(results: &Results) {
+    if !results.bursts.is_empty() {
+        print_bursts(results);
+    }
+    if !results.latencies.is_empty() {
+        print_latencies(results);
+    }
+    if !results.scales.is_empty() {
+        print_scales(&results.scales);
+    }
+    if !results.storms.is_empty() {
+        print_storms(&results.storms);
+    }
+}
+
+fn print_bursts(results: &Results) {
     println!(
         "\nBurst: {} ServiceCertificates created at once (median of {} runs)",
         results.bursts.first().map_or(0, |b| b.count),
@@ -119,6 +226,9 @@ fn print_table(results: &Results) {
             stats::median(&runs.iter().map(|b| b.seconds).collect::<Vec<_>>()).unwrap_or_default();
         println!("{algorithm:<10} {signers:>8} {rate:>16.1} {secs:>10.2}");
     }
+}
+
+fn print_latencies(results: &Results) {
     println!(
         "\nLatency: open loop, half valid, half with a typo (median of {} runs, milliseconds)",
         results.runs
@@ -151,4 +261,80 @@ fn print_table(results: &Results) {
             of(|p| p.max_ms)
         );
     }
+}
+
+/// A table row: its label and the figure it shows from one run.
+type Row<T> = (&'static str, fn(&T) -> f64);
+
+/// The median of `value` over `runs`.
+fn median_of<T>(runs: &[T], value: impl Fn(&T) -> f64) -> f64 {
+    stats::median(&runs.iter().map(value).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+}
+
+fn print_scales(scales: &[scale::Scale]) {
+    let size = scales[0].size;
+    println!(
+        "\nScale: {} certificates, {} Pods, {} unrelated Secrets (median of {} runs)",
+        size.certificates,
+        size.pods,
+        size.unrelated_secrets,
+        scales.len()
+    );
+    let mut services: Vec<&String> = scales.iter().flat_map(|s| s.peak_rss_mib.keys()).collect();
+    services.sort();
+    services.dedup();
+    for service in services {
+        let rss = median_of(scales, |s| {
+            s.peak_rss_mib.get(service).copied().unwrap_or(f64::NAN)
+        });
+        println!("{:<40} {rss:>10.1} MiB", format!("peak RSS {service}"));
+    }
+    let rows: [Row<scale::Scale>; 7] = [
+        ("issue all (s)", |s| s.issue_seconds),
+        ("watcher cold start to first publish (s)", |s| {
+            s.cold_start_seconds
+        }),
+        ("idle reads/min, certflow", |s| s.certflow_reads_per_minute),
+        ("idle writes/min, certflow", |s| {
+            s.certflow_writes_per_minute
+        }),
+        ("idle writes/min to certflow's kinds", |s| {
+            s.idle_with_certflow.writes_to_certflow_kinds * 60.0 / s.idle_with_certflow.seconds
+        }),
+        ("idle writes/min, everything", |s| {
+            s.idle_with_certflow.writes * 60.0 / s.idle_with_certflow.seconds
+        }),
+        ("idle writes/min, without certflow", |s| {
+            s.idle_without_certflow.writes * 60.0 / s.idle_without_certflow.seconds
+        }),
+    ];
+    for (label, value) in rows {
+        println!("{label:<40} {:>10.2}", median_of(scales, value));
+    }
+}
+
+fn print_storms(storms: &[storm::Storm]) {
+    println!(
+        "\nRenewal storm: {} certificates due together (median of {} runs)",
+        storms[0].certificates,
+        storms.len()
+    );
+    let rows: [Row<storm::Storm>; 6] = [
+        ("spread of due times (s)", |s| s.due_spread_seconds),
+        ("first due -> all renewed (s)", |s| s.completion_seconds),
+        ("last due -> all renewed (s)", |s| s.after_last_due_seconds),
+        ("peak API requests/s (all clients)", |s| {
+            s.peak_requests_per_second
+        }),
+        ("peak API writes/s (all clients)", |s| {
+            s.peak_writes_per_second
+        }),
+        ("mean API requests/s during the storm", |s| {
+            s.mean_requests_per_second
+        }),
+    ];
+    for (label, value) in rows {
+        println!("{label:<40} {:>10.1}", median_of(storms, value));
+    }
+    println!("client rate limit configured in certflow: none");
 }

@@ -20,74 +20,108 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
 
+use crate::process::ensure_running;
 use crate::stats::Percentiles;
 
-/// When each object first reached the state a tracker looks for.
-type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+/// When each object first reached the state a tracker looks for, seen
+/// through a watch that stops when the tracker is dropped.
+pub(crate) struct Tracker {
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Tracker {
+    /// Watches `api` and records, under the key `key` returns, when an
+    /// object first was seen with that key (`None`: not there yet).
+    pub(crate) fn watch<K>(api: Api<K>, key: impl Fn(&K) -> Option<String> + Send + 'static) -> Self
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects();
+            futures::pin_mut!(stream);
+            while let Ok(Some(object)) = stream.try_next().await {
+                if let Some(key) = key(&object) {
+                    let mut seen = record.lock().expect("lock");
+                    seen.entry(key).or_insert_with(Instant::now);
+                }
+            }
+        });
+        Self { seen, task }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+
+    pub(crate) fn snapshot(&self) -> HashMap<String, Instant> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// Waits until `count` objects were seen, failing at `timeout` or as
+    /// soon as one of `services` exits (with that service's log tail).
+    pub(crate) async fn wait_for(
+        &self,
+        count: usize,
+        timeout: Duration,
+        services: &mut Services,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let have = self.len();
+            if have >= count {
+                return Ok(());
+            }
+            ensure_running(services)?;
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {have} of {count} reached in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
 
 /// Records, for every ServiceCertificate in `namespace`, when it first was Ready.
-fn track_ready(client: Client, namespace: &str) -> Seen {
-    let seen: Seen = Arc::default();
+pub(crate) fn track_ready(client: Client, namespace: &str) -> Tracker {
     let api: Api<ServiceCertificate> = Api::namespaced(client, namespace);
-    let record = seen.clone();
-    tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .applied_objects();
-        futures::pin_mut!(stream);
-        while let Ok(Some(scert)) = stream.try_next().await {
-            if scert.ready_condition().is_some_and(|c| c.is_true()) {
-                let mut seen = record.lock().expect("lock");
-                seen.entry(scert.name_any()).or_insert_with(Instant::now);
-            }
-        }
-    });
-    seen
+    Tracker::watch(api, |scert| {
+        scert
+            .ready_condition()
+            .is_some_and(|c| c.is_true())
+            .then(|| scert.name_any())
+    })
 }
 
 /// Records, for every Pod in `namespace`, when a Warning from
 /// certflow-reporter about it first appeared.
-fn track_pod_warnings(client: Client, namespace: &str) -> Seen {
-    let seen: Seen = Arc::default();
+fn track_pod_warnings(client: Client, namespace: &str) -> Tracker {
     let api: Api<Event> = Api::namespaced(client, namespace);
-    let record = seen.clone();
-    tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .applied_objects();
-        futures::pin_mut!(stream);
-        while let Ok(Some(event)) = stream.try_next().await {
-            let regarding = event.regarding.clone().unwrap_or_default();
-            let from_reporter = event.reporting_controller.as_deref() == Some("certflow-reporter");
-            if from_reporter
-                && event.type_.as_deref() == Some("Warning")
-                && regarding.kind.as_deref() == Some("Pod")
-            {
-                let mut seen = record.lock().expect("lock");
-                seen.entry(regarding.name.unwrap_or_default())
-                    .or_insert_with(Instant::now);
-            }
-        }
-    });
-    seen
+    Tracker::watch(api, |event: &Event| {
+        let regarding = event.regarding.as_ref()?;
+        let from_reporter = event.reporting_controller.as_deref() == Some("certflow-reporter");
+        let warning_on_pod =
+            event.type_.as_deref() == Some("Warning") && regarding.kind.as_deref() == Some("Pod");
+        (from_reporter && warning_on_pod).then(|| regarding.name.clone().unwrap_or_default())
+    })
 }
 
-async fn wait_for_count(seen: &Seen, count: usize, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let have = seen.lock().expect("lock").len();
-        if have >= count {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {have} of {count} reached in {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn spec(name: &str, issuer: &str, algorithm: KeyAlgorithm, dns: String) -> ServiceCertificateSpec {
+pub(crate) fn spec(
+    name: &str,
+    issuer: &str,
+    algorithm: KeyAlgorithm,
+    dns: String,
+) -> ServiceCertificateSpec {
     ServiceCertificateSpec {
         secret_name: format!("{name}-tls"),
         dns_names: vec![dns],
@@ -144,7 +178,9 @@ pub async fn burst(
         .buffer_unordered(32)
         .try_collect::<Vec<_>>()
         .await?;
-    let result = wait_for_count(&ready, count, Duration::from_secs(600)).await;
+    let result = ready
+        .wait_for(count, Duration::from_secs(600), &mut services)
+        .await;
     let seconds = started.elapsed().as_secs_f64();
     services.stop();
     result.map_err(|err| anyhow::anyhow!("{err}\n{}", services.logs()))?;
@@ -198,6 +234,7 @@ pub async fn latency(env: &TestEnv, rate: u32, duration: Duration) -> anyhow::Re
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let deadline = Instant::now() + Duration::from_secs(600);
     let pod_of_app = loop {
+        ensure_running(&mut services)?;
         let list = pods.list(&ListParams::default()).await?;
         if list.items.len() >= total {
             break list
@@ -244,15 +281,19 @@ pub async fn latency(env: &TestEnv, rate: u32, duration: Duration) -> anyhow::Re
     }
     let valid = total.div_ceil(2);
     let result = async {
-        wait_for_count(&ready, valid, Duration::from_secs(300)).await?;
-        wait_for_count(&warnings, total - valid, Duration::from_secs(300)).await
+        ready
+            .wait_for(valid, Duration::from_secs(300), &mut services)
+            .await?;
+        warnings
+            .wait_for(total - valid, Duration::from_secs(300), &mut services)
+            .await
     }
     .await;
     services.stop();
     result.map_err(|err| anyhow::anyhow!("{err}\n{}", services.logs()))?;
 
-    let ready = ready.lock().expect("lock").clone();
-    let warnings = warnings.lock().expect("lock").clone();
+    let ready = ready.snapshot();
+    let warnings = warnings.snapshot();
     let mut to_ready = Vec::new();
     let mut to_warning = Vec::new();
     for (i, at) in applied {
