@@ -663,7 +663,8 @@ async fn a_service_certificate_near_the_api_servers_size_limit_is_judged_and_one
 }
 
 #[tokio::test]
-async fn secret_template_labels_kubernetes_would_refuse_on_the_secret_are_refused_before_signing() {
+async fn secret_template_labels_kubernetes_would_refuse_on_the_secret_are_refused_at_apply_or_before_signing()
+ {
     let fx = Fixture::start("template", None).await;
     let ns = fx.namespace().to_owned();
     let web = format!("web.{ns}.svc");
@@ -674,24 +675,42 @@ async fn secret_template_labels_kubernetes_would_refuse_on_the_secret_are_refuse
         }),
         ..fx.spec(name, &[&web])
     };
+    // Label values: the CRD schema refuses them at apply.
+    for (name, value, says) in [
+        (
+            "label-with-spaces",
+            "Payments Team".to_owned(),
+            "should match",
+        ),
+        ("label-too-long", "p".repeat(64), "Too long"),
+    ] {
+        let refusal = admission_error(fx.create(name, labelled(name, "team", &value)).await, name);
+        assert_eq!(refusal.code, 422, "{refusal:?}");
+        for text in ["spec.secretTemplate.labels.team", says] {
+            assert!(
+                refusal.message.contains(text),
+                "{name}: lacks {text:?}: {}",
+                refusal.message
+            );
+        }
+    }
+    // Keys: only the signer judges them.
     let cases = vec![
-        Refusal {
-            name: "label-with-spaces",
-            spec: labelled("label-with-spaces", "team", "Payments Team"),
-            reason: "InvalidSecretTemplate",
-            shows: vec!["spec.secretTemplate.labels[team] \"Payments Team\"".into()],
-        },
-        Refusal {
-            name: "label-too-long",
-            spec: labelled("label-too-long", "team", &"p".repeat(64)),
-            reason: "InvalidSecretTemplate",
-            shows: vec!["is 64 characters long".into()],
-        },
         Refusal {
             name: "label-key-newline",
             spec: labelled("label-key-newline", "team\nx", "payments"),
             reason: "InvalidSecretTemplate",
             shows: vec!["spec.secretTemplate.labels \"team\\nx\"".into()],
+        },
+        Refusal {
+            name: "label-key-upper-case-prefix",
+            spec: labelled(
+                "label-key-upper-case-prefix",
+                "Example.com/team",
+                "payments",
+            ),
+            reason: "InvalidSecretTemplate",
+            shows: vec!["its prefix before \"/\" is not a lower-case DNS name".into()],
         },
     ];
     assert_all_refused(&fx, cases).await;

@@ -163,9 +163,18 @@ pub struct IssuerRef {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
-    /// Labels added to the Secret.
+    /// Labels added to the Secret. Values are what Kubernetes accepts as
+    /// label values: at most 63 letters, digits, "-", "_" and ".", starting
+    /// and ending with a letter or digit.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend(
+        "maxProperties" = 64,
+        "additionalProperties" = {
+            "type": "string",
+            "maxLength": 63,
+            "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+        }
+    ))]
     #[x_kube(validation = cel::no_reserved_keys("secretTemplate.labels"))]
     pub labels: BTreeMap<String, String>,
 
