@@ -639,6 +639,34 @@ async fn a_service_certificate_near_the_api_servers_size_limit_is_judged_and_one
         started.elapsed()
     );
 
+    // Over the 2 MiB the API server sends to etcd but under its 3 MiB body
+    // limit: refused by the API server itself (its wording, a 500 naming
+    // both sizes), so nothing is stored and certflow never sees it.
+    let mut over_etcd = big.clone();
+    over_etcd.secret_template = Some(SecretTemplate {
+        annotations: (0..64)
+            .map(|i| (format!("example.com/filler-{i}"), "x".repeat(32 * 1024)))
+            .collect(),
+        ..SecretTemplate::default()
+    });
+    let refusal = admission_error(
+        fx.create("over-etcd", over_etcd).await,
+        "a 2.2 MiB ServiceCertificate",
+    );
+    assert_eq!(refusal.code, 500, "{refusal:?}");
+    assert!(
+        refusal.message.contains("larger than max"),
+        "{}",
+        refusal.message
+    );
+    assert!(
+        fx.scerts()
+            .get_opt("over-etcd")
+            .await
+            .expect("get")
+            .is_none()
+    );
+
     // Past the API server's request body limit (3 MiB).
     let mut huge = big;
     huge.secret_template = Some(SecretTemplate {
