@@ -969,6 +969,19 @@ async fn an_issuers_policy_refuses_other_namespaces_names_ca_certificates_long_d
             shows: vec!["\"2048\"".into(), "3072-bit minimum".into()],
         },
         Refusal {
+            // RSA without a size means 2048 bits.
+            name: "default-rsa-size",
+            spec: ServiceCertificateSpec {
+                private_key: Some(PrivateKeySpec {
+                    algorithm: Some(KeyAlgorithm::Rsa),
+                    ..PrivateKeySpec::default()
+                }),
+                ..spec("default-rsa-size", &[&web])
+            },
+            reason: "KeyTooWeak",
+            shows: vec!["\"2048\"".into(), "did you mean 3072?".into()],
+        },
+        Refusal {
             name: "other-algorithm",
             spec: ServiceCertificateSpec {
                 private_key: Some(PrivateKeySpec {
