@@ -132,27 +132,48 @@ proptest! {
     }
 
     #[test]
-    fn a_dns_name_one_character_past_a_limit_is_refused_for_that_limit(name in valid_dns_name(), pad in label(1)) {
-        // One label one character too long.
-        let first = name.trim_start_matches("*.").split('.').next().unwrap_or_default().to_owned();
-        let rest = name.trim_start_matches("*.")[first.len()..].to_owned();
-        let long_label = format!("{}{}", "a".repeat(MAX_DNS_LABEL_LEN + 1 - first.len().min(MAX_DNS_LABEL_LEN)), first);
-        let too_long_label = format!("{long_label}{rest}");
-        prop_assume!(too_long_label.len() <= MAX_DNS_NAME_LEN);
-        let found = dns_violations(&too_long_label);
-        prop_assert_eq!(found.first().map(|v| v.reason), Some(Reason::DNSLabelTooLong), "{:?}", too_long_label);
-
-        // The whole name one character too long, every label still short.
-        let mut long_name = name.trim_start_matches("*.").to_owned();
-        while long_name.len() <= MAX_DNS_NAME_LEN {
-            long_name = format!("{pad}.{long_name}");
+    fn a_label_one_character_past_its_limit_is_refused_for_that_limit(
+        rest in valid_dns_name(),
+        at in any::<prop::sample::Index>(),
+    ) {
+        // A 64-character label inserted anywhere into a valid name that
+        // leaves room for it, so only the label is too long.
+        let rest = rest.trim_start_matches("*.");
+        let mut labels: Vec<&str> = rest.split('.').collect();
+        while labels.join(".").len() > MAX_DNS_NAME_LEN - (MAX_DNS_LABEL_LEN + 2) {
+            labels.remove(0);
         }
-        let cut = long_name.len() - (MAX_DNS_NAME_LEN + 1);
-        let long_name = long_name[cut..].trim_start_matches('.').to_owned();
-        let long_name = if long_name.len() == MAX_DNS_NAME_LEN { format!("{pad}{long_name}") } else { long_name };
-        prop_assume!(long_name.len() == MAX_DNS_NAME_LEN + 1 && !long_name.starts_with(['-', '.']));
-        let found = dns_violations(&long_name);
-        prop_assert_eq!(found.first().map(|v| v.reason), Some(Reason::DNSNameTooLong), "{:?}", long_name);
+        let long_label = "l".repeat(MAX_DNS_LABEL_LEN + 1);
+        labels.insert(at.index(labels.len() + 1), &long_label);
+        let name = labels.join(".");
+        let found = dns_violations(&name);
+        prop_assert_eq!(found.first().map(|v| v.reason), Some(Reason::DNSLabelTooLong), "{:?}", name);
+    }
+
+    #[test]
+    fn a_name_one_character_past_its_limit_is_refused_for_that_limit(
+        lengths in prop::collection::vec(2usize..=MAX_DNS_LABEL_LEN, 4..130),
+    ) {
+        // Labels of any valid length joined until the name is too long,
+        // then cut at the front to exactly 254 characters.
+        let mut labels: Vec<String> = Vec::new();
+        for (i, len) in lengths.iter().cycle().enumerate() {
+            if labels.join(".").len() > MAX_DNS_NAME_LEN {
+                break;
+            }
+            let letter = char::from(b'a' + (i % 26) as u8);
+            labels.insert(0, letter.to_string().repeat(*len));
+        }
+        let joined = labels.join(".");
+        let mut name = joined[joined.len() - (MAX_DNS_NAME_LEN + 1)..].to_owned();
+        if name.starts_with('.') {
+            // ".ab..." becomes "x.b...": same length, every label non-empty.
+            name.replace_range(..2, "x.");
+        }
+        prop_assert_eq!(name.len(), MAX_DNS_NAME_LEN + 1);
+        prop_assert!(name.split('.').all(|l| !l.is_empty() && l.len() <= MAX_DNS_LABEL_LEN), "{:?}", name);
+        let found = dns_violations(&name);
+        prop_assert_eq!(found.first().map(|v| v.reason), Some(Reason::DNSNameTooLong), "{:?}", name);
     }
 
     #[test]
