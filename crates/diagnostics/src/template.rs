@@ -65,7 +65,13 @@ fn key_problem(key: &str) -> Option<&'static str> {
 }
 
 fn invalid_key(map: &str, key: &str) -> Option<Violation> {
-    let problem = key_problem(key)?;
+    // Kubernetes checks annotation keys in lower case (a prefix such as
+    // "Example.com/" is accepted there) but label keys as written.
+    let problem = if map == "annotations" {
+        key_problem(&key.to_ascii_lowercase())?
+    } else {
+        key_problem(key)?
+    };
     Some(
         Violation::new(
             Reason::InvalidSecretTemplate,
@@ -179,6 +185,7 @@ mod tests {
             &[
                 ("reloader.stakater.com/match", "true"),
                 ("note", "any text\nat all"),
+                ("Example.com/Owner", "team"),
             ],
         );
         assert_eq!(invalid_secret_template(&ok), None);
