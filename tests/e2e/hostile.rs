@@ -741,8 +741,43 @@ async fn secret_template_labels_kubernetes_would_refuse_on_the_secret_are_refuse
             shows: vec!["its prefix before \"/\" is not a lower-case DNS name".into()],
         },
     ];
+    // The control: what Kubernetes accepts, at the edges, reaches the
+    // Secret (annotation keys are judged in lower case, label keys not).
+    let mut accepted = labelled(
+        "accepted-template",
+        "app.kubernetes.io/name",
+        &"w".repeat(63),
+    );
+    if let Some(template) = accepted.secret_template.as_mut() {
+        template.annotations = [
+            (
+                "Example.com/Owner".to_owned(),
+                "Payments Team\nsecond line".to_owned(),
+            ),
+            ("example.com/empty".to_owned(), String::new()),
+        ]
+        .into();
+    }
+    fx.create_ok("accepted-template", accepted.clone()).await;
     assert_all_refused(&fx, cases).await;
-    assert_eq!(fx.keys_generated().await, 0.0, "no key was generated");
+    fx.issued("accepted-template").await;
+    let secret = fx
+        .secrets()
+        .get("accepted-template-tls")
+        .await
+        .expect("the Secret");
+    let template = accepted.secret_template.expect("template");
+    for (key, value) in &template.annotations {
+        assert_eq!(secret.annotations().get(key), Some(value), "{key}");
+    }
+    for (key, value) in &template.labels {
+        assert_eq!(secret.labels().get(key), Some(value), "{key}");
+    }
+    assert_eq!(
+        fx.keys_generated().await,
+        1.0,
+        "no key was generated for a refused template"
+    );
 }
 
 // Policy: what an issuer's policy forbids is refused, whoever asks.
