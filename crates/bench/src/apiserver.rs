@@ -117,8 +117,8 @@ impl RequestCounts {
         self.0
             .iter()
             .filter(|(k, _)| which(k))
-            .map(|(_, n)| n)
-            .sum()
+            // From +0.0: an empty f64 `sum()` is -0.0, which prints as "-0".
+            .fold(0.0, |total, (_, n)| total + n)
     }
 
     /// Every kind with its count, for the JSON results.

@@ -289,6 +289,14 @@ fn print_scales(scales: &[scale::Scale]) {
         });
         println!("{:<40} {rss:>10.1} MiB", format!("peak RSS {service}"));
     }
+    for kind in scales[0].watcher_cache.keys() {
+        let json = median_of(scales, |s| s.watcher_cache[kind].json_mib);
+        let managed = median_of(scales, |s| s.watcher_cache[kind].managed_fields_mib);
+        println!(
+            "{:<40} {json:>10.1} MiB JSON, {managed:.1} MiB of it managedFields",
+            format!("watcher cache: {kind}")
+        );
+    }
     let rows: [Row<scale::Scale>; 7] = [
         ("issue all (s)", |s| s.issue_seconds),
         ("watcher cold start to first publish (s)", |s| {
@@ -319,7 +327,7 @@ fn print_storms(storms: &[storm::Storm]) {
         storms[0].certificates,
         storms.len()
     );
-    let rows: [Row<storm::Storm>; 6] = [
+    let rows: [Row<storm::Storm>; 8] = [
         ("spread of due times (s)", |s| s.due_spread_seconds),
         ("first due -> all renewed (s)", |s| s.completion_seconds),
         ("last due -> all renewed (s)", |s| s.after_last_due_seconds),
@@ -331,6 +339,12 @@ fn print_storms(storms: &[storm::Storm]) {
         }),
         ("mean API requests/s during the storm", |s| {
             s.mean_requests_per_second
+        }),
+        ("API requests per renewal (all clients)", |s| {
+            s.requests_per_renewal
+        }),
+        ("API writes per renewal (all clients)", |s| {
+            s.writes_per_renewal
         }),
     ];
     for (label, value) in rows {

@@ -8,14 +8,14 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use certflow_api::{KeyAlgorithm, ServiceCertificate};
+use certflow_api::{KeyAlgorithm, ServiceCertificate, labels};
 use certflow_e2e::fixtures::create_generated_ca;
 use certflow_e2e::services::Services;
 use certflow_testenv::TestEnv;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 
 use crate::apiserver::{Counted, RequestCounts};
 use crate::process::{ensure_running, peak_rss_of};
@@ -73,6 +73,16 @@ impl Idle {
     }
 }
 
+/// The JSON size of objects a service caches, and how much of it is
+/// `metadata.managedFields` (server-side apply's bookkeeping, which no
+/// certflow decision reads).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CachedJson {
+    pub objects: usize,
+    pub json_mib: f64,
+    pub managed_fields_mib: f64,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Scale {
     pub size: Size,
@@ -84,6 +94,9 @@ pub struct Scale {
     /// watcher that saw every certificate issued; `watcher` is the one
     /// restarted afterwards (cold start, then idle).
     pub peak_rss_mib: BTreeMap<String, f64>,
+    /// What the watcher holds in its caches, as JSON: the managed Secrets
+    /// and the ServiceCertificates.
+    pub watcher_cache: BTreeMap<String, CachedJson>,
     /// Seconds from spawning the watcher, with everything in place and one
     /// new ServiceCertificate waiting, until its published-items counter
     /// first reads non-zero (polled every 20 ms).
@@ -168,6 +181,18 @@ async fn run(env: &TestEnv, size: Size, idle: Duration) -> anyhow::Result<Scale>
         peak_rss_mib.insert(format!("{name} (issuing)"), mib(bytes));
     }
 
+    let managed = ListParams::default().labels(labels::MANAGED_SELECTOR);
+    let watcher_cache = BTreeMap::from([
+        (
+            "secrets".to_owned(),
+            cached_json(&Api::<Secret>::namespaced(client.clone(), &ns), &managed).await?,
+        ),
+        (
+            "servicecertificates".to_owned(),
+            cached_json(&scerts, &ListParams::default()).await?,
+        ),
+    ]);
+
     // Cold start: everything exists, and one certificate was added while
     // the watcher was down, so the restarted watcher has exactly one item
     // to publish once it has listed and reconciled everything.
@@ -208,6 +233,7 @@ async fn run(env: &TestEnv, size: Size, idle: Duration) -> anyhow::Result<Scale>
         setup_seconds,
         issue_seconds,
         peak_rss_mib,
+        watcher_cache,
         cold_start_seconds,
         certflow_reads_per_minute: (with_certflow.reads - without_certflow.reads) * per_minute,
         certflow_writes_per_minute: (with_certflow.writes - without_certflow.writes) * per_minute,
@@ -253,6 +279,28 @@ async fn wait_for_first_publish(services: &mut Services, timeout: Duration) -> a
             services.logs()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Lists `api` page by page and adds up the objects' JSON sizes.
+async fn cached_json<K>(api: &Api<K>, params: &ListParams) -> anyhow::Result<CachedJson>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut total = CachedJson::default();
+    let mut params = params.clone().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        for object in &page.items {
+            total.objects += 1;
+            total.json_mib += mib(serde_json::to_vec(object)?.len() as u64);
+            let managed_fields = &object.meta().managed_fields;
+            total.managed_fields_mib += mib(serde_json::to_vec(managed_fields)?.len() as u64);
+        }
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(total),
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, PostParams};
 
-use crate::apiserver::RequestCounts;
+use crate::apiserver::{Counted, RequestCounts};
 use crate::scenarios::{Tracker, spec, track_ready};
 
 /// The certificates' lifetime; renewal comes `due_after` into it.
@@ -44,6 +44,12 @@ pub struct Storm {
     pub peak_writes_per_second: f64,
     /// Requests per second averaged over the storm.
     pub mean_requests_per_second: f64,
+    /// Every request the API server served from the first certificate
+    /// falling due until the last renewal, per renewed certificate.
+    pub requests_per_renewal: f64,
+    pub writes_per_renewal: f64,
+    /// Those requests by verb and resource.
+    pub requests_during_storm: Vec<Counted>,
 }
 
 /// Runs scenario 4 once against a control plane of its own.
@@ -169,6 +175,12 @@ async fn run(env: &TestEnv, count: usize, due_after: Duration) -> anyhow::Result
     let peak = |rate: fn(&Sample) -> f64| in_storm.iter().map(|s| rate(s)).fold(0.0, f64::max);
     let mean =
         in_storm.iter().map(|s| s.requests_per_second).sum::<f64>() / in_storm.len().max(1) as f64;
+    let before_storm = samples.iter().rev().find(|s| s.at < first_due);
+    let during = match (before_storm, in_storm.last()) {
+        (Some(start), Some(end)) => end.counts.since(&start.counts),
+        _ => RequestCounts::default(),
+    }
+    .without_resource("/metrics");
     Ok(Storm {
         certificates: count,
         due_spread_seconds: seconds_between(first_due, last_due),
@@ -177,6 +189,9 @@ async fn run(env: &TestEnv, count: usize, due_after: Duration) -> anyhow::Result
         peak_requests_per_second: peak(|s| s.requests_per_second),
         peak_writes_per_second: peak(|s| s.writes_per_second),
         mean_requests_per_second: mean,
+        requests_per_renewal: during.total() / count.max(1) as f64,
+        writes_per_renewal: during.writes() / count.max(1) as f64,
+        requests_during_storm: during.breakdown(),
     })
 }
 
@@ -206,6 +221,8 @@ struct Sample {
     at: SystemTime,
     requests_per_second: f64,
     writes_per_second: f64,
+    /// The API server's counters at `at`.
+    counts: RequestCounts,
 }
 
 /// Samples taken so far by a background task.
@@ -233,6 +250,7 @@ fn sample_requests(client: kube::Client) -> Samples {
                     at: SystemTime::now(),
                     requests_per_second: delta.total() / seconds,
                     writes_per_second: delta.writes() / seconds,
+                    counts: counts.clone(),
                 });
             }
             previous = Some((now, counts));
