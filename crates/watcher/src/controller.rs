@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use kube::{Api, Client, ResourceExt as _};
+use kube::{Api, Client, ResourceExt};
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
@@ -88,6 +88,7 @@ pub async fn run(
     let (secrets, secret_writer) = reflector::store();
     let secret_cache = watcher(scoped::<Secret>(client.clone(), namespace), managed.clone())
         .default_backoff()
+        .modify(forget_managed_fields)
         .reflect(secret_writer)
         .for_each(|_| async {});
     let (cas, ca_writer) = reflector::store();
@@ -116,11 +117,20 @@ pub async fn run(
         },
     ));
 
-    let scerts = scoped::<ServiceCertificate>(client.clone(), namespace);
-    let controller = Controller::new(scerts, watcher::Config::default()).with_config(
+    // The controller's own cache, without managedFields: at 10,000
+    // ServiceCertificates they are about 40 % of its size.
+    let (store, scert_writer) = reflector::store();
+    let scerts = watcher(
+        scoped::<ServiceCertificate>(client.clone(), namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(forget_managed_fields)
+    .reflect(scert_writer)
+    .applied_objects();
+    let controller = Controller::for_stream(scerts, store.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(settings.concurrency),
     );
-    let store = controller.store();
     let context = Arc::new(Context {
         publisher,
         secrets,
@@ -180,6 +190,13 @@ pub async fn run(
         () = deadline => warn!(drain = ?RECONCILE_DRAIN, "stopping without waiting further for the controller"),
     }
     info!("watcher stopped");
+}
+
+/// Drops what no decision reads and every cached object carries: the
+/// field managers' records (`metadata.managedFields`), often the largest
+/// part of an object's metadata.
+fn forget_managed_fields<K: ResourceExt>(object: &mut K) {
+    object.managed_fields_mut().clear();
 }
 
 #[instrument(skip_all, fields(namespace = scert.namespace().unwrap_or_default(), name = %scert.name_any()))]
