@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod cert_manager;
 pub mod process;
 pub mod scale;
 pub mod scenarios;

@@ -40,6 +40,11 @@ struct Args {
     /// Skip the renewal-storm scenario.
     #[arg(long)]
     no_storm: bool,
+    /// Also run scenario 5: certflow's ECDSA burst (--burst certificates)
+    /// and cert-manager's CA issuer, interleaved, on a control plane of
+    /// their own (needs scripts/install-cert-manager.sh).
+    #[arg(long)]
+    cert_manager: bool,
     /// Run only the burst configurations with this key algorithm (ECDSA or RSA).
     #[arg(long)]
     burst_algorithm: Option<String>,
@@ -78,6 +83,8 @@ struct Results {
     latencies: Vec<scenarios::Latency>,
     scales: Vec<scale::Scale>,
     storms: Vec<storm::Storm>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_manager: Option<certflow_bench::cert_manager::Comparison>,
 }
 
 #[tokio::main]
@@ -95,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         latencies: Vec::new(),
         scales: Vec::new(),
         storms: Vec::new(),
+        cert_manager: None,
     };
     if !(args.no_burst && args.no_latency) {
         // Scenarios 1 and 2 share one control plane, each run in its own namespace.
@@ -129,6 +137,10 @@ async fn main() -> anyhow::Result<()> {
             serde_json::to_string(&storm).unwrap_or_default()
         );
         results.storms.push(storm);
+    }
+    if args.cert_manager {
+        let comparison = certflow_bench::cert_manager::compare(args.burst, args.runs).await?;
+        results.cert_manager = Some(comparison);
     }
     print_table(&results);
     if let Some(dir) = args.out.parent() {
@@ -195,6 +207,9 @@ fn print_table(results: &Results) {
     }
     if !results.storms.is_empty() {
         print_storms(&results.storms);
+    }
+    if let Some(comparison) = &results.cert_manager {
+        comparison.print_table();
     }
 }
 
