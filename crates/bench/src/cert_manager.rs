@@ -4,9 +4,9 @@
 //! the same machine load, and the ratio of the two rates.
 //!
 //! Observes cert-manager `Certificate`s (their `Ready` condition) and the
-//! peak memory of the controller processes; writes cert-manager's CRDs, and
-//! in a namespace of its own per run a CA Secret, an `Issuer` and the
-//! `Certificate`s; never touches certflow's objects. cert-manager's
+//! CPU time and peak memory of the benchmark's child processes; writes
+//! cert-manager's CRDs, and in a namespace of its own per run a CA Secret,
+//! an `Issuer` and the `Certificate`s; never touches certflow's objects. cert-manager's
 //! controller is the binary `scripts/install-cert-manager.sh` builds (see
 //! `docs/design/20261127-cert-manager-comparison.md`), run as a child
 //! process scoped to that namespace. cert-manager objects are
@@ -30,6 +30,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, P
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
 
+use crate::process::peak_rss_bytes;
 use crate::{scenarios, stats};
 
 /// What builds cert-manager's controller and extracts its CRDs.
@@ -369,26 +370,6 @@ impl Drop for ReadyNames {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// Peak resident set size of process `pid` in bytes (`VmHWM` in
-/// `/proc/<pid>/status`).
-fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kib| kib * 1024)
-        .with_context(|| format!("{path} has no VmHWM line"))
 }
 
 /// What each child process of this one (the control plane, certflow's
