@@ -50,7 +50,11 @@ impl Tracker {
                 .default_backoff()
                 .applied_objects();
             futures::pin_mut!(stream);
-            while let Ok(Some(object)) = stream.try_next().await {
+            // A watch error (a timed-out watch, a restarted API server) is
+            // retried by the backoff; ending here would leave the count short
+            // and the driver waiting for its timeout.
+            while let Some(next) = stream.next().await {
+                let Ok(object) = next else { continue };
                 if let Some(key) = key(&object) {
                     let mut seen = record.lock().expect("lock");
                     seen.entry(key).or_insert_with(Instant::now);
