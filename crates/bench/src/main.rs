@@ -71,6 +71,10 @@ struct Args {
     /// (60 to 599; issuing all of them must take less than this).
     #[arg(long, default_value_t = 180)]
     storm_due_after: u64,
+    /// Client-side Kubernetes API limit given to every certflow service in
+    /// the renewal storm (`--kube-api-qps`, with an equal burst); 0: none.
+    #[arg(long, default_value_t = 0)]
+    storm_kube_api_qps: u32,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
@@ -130,8 +134,12 @@ async fn main() -> anyhow::Result<()> {
         results.scales.push(scale);
     }
     for run in (1..=args.runs).filter(|_| !args.no_storm) {
-        let storm =
-            storm::storm(args.storm_certs, Duration::from_secs(args.storm_due_after)).await?;
+        let storm = storm::storm(
+            args.storm_certs,
+            Duration::from_secs(args.storm_due_after),
+            args.storm_kube_api_qps,
+        )
+        .await?;
         eprintln!(
             "storm run {run}: {}",
             serde_json::to_string(&storm).unwrap_or_default()
@@ -365,5 +373,8 @@ fn print_storms(storms: &[storm::Storm]) {
     for (label, value) in rows {
         println!("{label:<40} {:>10.1}", median_of(storms, value));
     }
-    println!("client rate limit configured in certflow: none");
+    match storms[0].client_qps_per_service {
+        0 => println!("client rate limit per certflow service: none"),
+        qps => println!("client rate limit per certflow service: {qps} requests/s, burst {qps}"),
+    }
 }

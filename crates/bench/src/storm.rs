@@ -44,6 +44,9 @@ pub struct Storm {
     pub peak_writes_per_second: f64,
     /// Requests per second averaged over the storm.
     pub mean_requests_per_second: f64,
+    /// The client-side limit each certflow service ran with
+    /// (`--kube-api-qps`, burst equal); 0 for none.
+    pub client_qps_per_service: u32,
     /// Every request the API server served from the first certificate
     /// falling due until the last renewal, per renewed certificate.
     pub requests_per_renewal: f64,
@@ -53,7 +56,7 @@ pub struct Storm {
 }
 
 /// Runs scenario 4 once against a control plane of its own.
-pub async fn storm(count: usize, due_after: Duration) -> anyhow::Result<Storm> {
+pub async fn storm(count: usize, due_after: Duration, client_qps: u32) -> anyhow::Result<Storm> {
     anyhow::ensure!(
         due_after >= Duration::from_secs(60) && due_after < LIFETIME,
         "renewal must fall due between 60 s and {} s after issuance",
@@ -61,16 +64,26 @@ pub async fn storm(count: usize, due_after: Duration) -> anyhow::Result<Storm> {
     );
     let env = TestEnv::start().await?;
     let dir = env.dir().to_owned();
-    let result = run(&env, count, due_after).await;
+    let result = run(&env, count, due_after, client_qps).await;
     drop(env);
     let _ = std::fs::remove_dir_all(dir);
     result
 }
 
-async fn run(env: &TestEnv, count: usize, due_after: Duration) -> anyhow::Result<Storm> {
+async fn run(
+    env: &TestEnv,
+    count: usize,
+    due_after: Duration,
+    client_qps: u32,
+) -> anyhow::Result<Storm> {
     let client = env.client().await?;
     let ns = env.create_namespace("bench-storm").await?;
-    let mut services = Services::start(env, &ns, 1).await;
+    let limit = [
+        format!("--kube-api-qps={client_qps}"),
+        format!("--kube-api-burst={client_qps}"),
+    ];
+    let limit: Vec<&str> = limit.iter().map(String::as_str).collect();
+    let mut services = Services::start_with_common_args(env, &ns, 1, &limit).await;
     let issuer = certflow_testenv::unique_name("bench-ca");
     create_generated_ca(&client, &issuer, None).await?;
     let scerts: Api<ServiceCertificate> = Api::namespaced(client.clone(), &ns);
@@ -189,6 +202,7 @@ async fn run(env: &TestEnv, count: usize, due_after: Duration) -> anyhow::Result
         peak_requests_per_second: peak(|s| s.requests_per_second),
         peak_writes_per_second: peak(|s| s.writes_per_second),
         mean_requests_per_second: mean,
+        client_qps_per_service: client_qps,
         requests_per_renewal: during.total() / count.max(1) as f64,
         writes_per_renewal: during.writes() / count.max(1) as f64,
         requests_during_storm: during.breakdown(),
