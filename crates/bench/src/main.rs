@@ -325,8 +325,10 @@ fn print_scales(scales: &[scale::Scale]) {
         ("watcher cold start to first publish (s)", |s| {
             s.cold_start_seconds
         }),
-        ("idle reads/min, certflow", |s| s.certflow_reads_per_minute),
-        ("idle writes/min, certflow", |s| {
+        ("idle reads/min, certflow (subtraction)", |s| {
+            s.certflow_reads_per_minute
+        }),
+        ("idle writes/min, certflow (subtraction)", |s| {
             s.certflow_writes_per_minute
         }),
         ("idle writes/min to certflow's kinds", |s| {
