@@ -19,7 +19,7 @@ const KUBERNETES_DEPENDENCY: &str = "kubernetes";
 
 /// How often the API server is asked for its version once the CA caches are
 /// synced, to keep the `kubernetes` health dependency current.
-const KUBERNETES_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const KUBERNETES_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Parser)]
 #[command(name = "certflow-signer", version, about)]

@@ -29,7 +29,7 @@ pub const KUBERNETES_DEPENDENCY: &str = "kubernetes";
 
 /// How often the API server is asked for its version to keep the
 /// `kubernetes` health dependency current once the caches are synced.
-const KUBERNETES_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const KUBERNETES_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long in-flight reconciles may take after shutdown was requested.
 const RECONCILE_DRAIN: Duration = Duration::from_secs(10);
