@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use certflow_api::{IssuerRef, ServiceCertificate, ServiceCertificateSpec};
+use certflow_e2e::fixtures::inspect_secret;
 use certflow_e2e::report_api;
 use certflow_e2e::services::binary;
 use certflow_e2e::{eventually, run, run_ok};
@@ -915,15 +916,6 @@ fn start_service(
     .expect("start service")
 }
 
-fn data(secret: &Secret, key: &str) -> Vec<u8> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|v| v.0.clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn the_services_issue_a_certificate_with_only_the_manifests_service_accounts_and_nats_users()
 {
@@ -1022,12 +1014,7 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
     })
     .await;
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
-    let inspection = certflow_pki::inspect(
-        &data(&secret, "tls.crt"),
-        &data(&secret, "tls.key"),
-        &data(&secret, "ca.crt"),
-    )
-    .expect("the issued certificate parses");
+    let inspection = inspect_secret(&secret).expect("the issued certificate parses");
     assert!(inspection.key_matches, "tls.key belongs to tls.crt");
     assert!(inspection.signed_by_ca, "tls.crt is signed by ca.crt");
     assert!(

@@ -203,16 +203,7 @@ impl Fixture {
             secrets.get(&scert.spec.secret_name).await.ok()
         })
         .await;
-        let data = |key: &str| {
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|v| v.0.clone())
-                .unwrap_or_default()
-        };
-        certflow_pki::inspect(&data("tls.crt"), &data("tls.key"), &data("ca.crt"))
-            .expect("the Secret's certificate parses")
+        certflow_e2e::fixtures::inspect_secret(&secret).expect("the Secret's certificate parses")
     }
 
     /// Keys the signer generated so far: one per certificate issued, none

@@ -9,7 +9,7 @@ use certflow_api::{
     IssuerRef, KeyAlgorithm, PrivateKeySpec, ServiceCertificate, ServiceCertificateSpec,
 };
 use certflow_e2e::eventually;
-use certflow_e2e::fixtures::create_generated_ca;
+use certflow_e2e::fixtures::{create_generated_ca, inspect_secret, secret_data as data};
 use certflow_e2e::services::Services;
 use certflow_pki::Inspection;
 use certflow_testenv::TestEnv;
@@ -105,22 +105,8 @@ impl Fixture {
     }
 }
 
-fn data(secret: &Secret, key: &str) -> Vec<u8> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|v| v.0.clone())
-        .unwrap_or_default()
-}
-
 fn inspect(secret: &Secret) -> Inspection {
-    certflow_pki::inspect(
-        &data(secret, "tls.crt"),
-        &data(secret, "tls.key"),
-        &data(secret, "ca.crt"),
-    )
-    .expect("the Secret's certificate parses")
+    inspect_secret(secret).expect("the Secret's certificate parses")
 }
 
 /// `openssl verify` of the Secret's leaf against its `ca.crt`.

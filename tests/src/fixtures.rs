@@ -1,6 +1,7 @@
 //! Objects every end-to-end test and benchmark sets up the same way.
 
 use certflow_api::{CertificateAuthority, CertificateAuthoritySpec, IssuerPolicy};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
@@ -26,4 +27,23 @@ pub async fn create_generated_ca(
         .create(&PostParams::default(), &ca)
         .await?;
     Ok(secret_name)
+}
+
+/// The bytes under `key` in a Secret's data; empty when absent.
+pub fn secret_data(secret: &Secret, key: &str) -> Vec<u8> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .map(|value| value.0.clone())
+        .unwrap_or_default()
+}
+
+/// Inspects a certificate Secret's `tls.crt`, `tls.key` and `ca.crt`.
+pub fn inspect_secret(secret: &Secret) -> Result<certflow_pki::Inspection, certflow_pki::PkiError> {
+    certflow_pki::inspect(
+        &secret_data(secret, "tls.crt"),
+        &secret_data(secret, "tls.key"),
+        &secret_data(secret, "ca.crt"),
+    )
 }

@@ -201,15 +201,7 @@ fn issued(
     let secret = secrets
         .get(&scert.spec.secret_name)
         .ok_or("Ready but its Secret is missing")?;
-    let data = |key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| v.0.clone())
-            .unwrap_or_default()
-    };
-    let inspection = certflow_pki::inspect(&data("tls.crt"), &data("tls.key"), &data("ca.crt"))
+    let inspection = crate::fixtures::inspect_secret(secret)
         .map_err(|error| format!("the Secret does not parse: {error}"))?;
     if !inspection.key_matches {
         return Err("tls.key does not match tls.crt".into());
