@@ -698,8 +698,8 @@ pub fn common_name_too_long(field: &str, value: &str) -> Option<Violation> {
 }
 
 /// Whether `value` is a DNS-1123 subdomain, the format Kubernetes requires of
-/// Secret names.
-fn is_valid_secret_name(value: &str) -> bool {
+/// Secret names and of label and annotation key prefixes.
+pub(crate) fn is_dns_1123_subdomain(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_SECRET_NAME_LEN
         && value.split('.').all(|label| {
@@ -715,7 +715,7 @@ fn is_valid_secret_name(value: &str) -> bool {
 /// A `secretName` that is not a DNS-1123 subdomain, the format Kubernetes
 /// requires of Secret names.
 pub fn invalid_secret_name(field: &str, value: &str) -> Option<Violation> {
-    if is_valid_secret_name(value) {
+    if is_dns_1123_subdomain(value) {
         return None;
     }
     let problem = if value.trim().is_empty() {
@@ -736,7 +736,7 @@ pub fn invalid_secret_name(field: &str, value: &str) -> Option<Violation> {
         .collect();
     let repaired = repaired.trim_matches(['-', '.']);
     let violation = Violation::new(Reason::InvalidSecretName, field, value, problem);
-    Some(if is_valid_secret_name(repaired) {
+    Some(if is_dns_1123_subdomain(repaired) {
         violation.did_you_mean(repaired)
     } else {
         violation.with_suggestion("name the Secret like \"payments-tls\"")

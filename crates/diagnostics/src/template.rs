@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use certflow_api::SecretTemplate;
 
+use crate::names::is_dns_1123_subdomain;
 use crate::reason::Reason;
 use crate::violation::Violation;
 
@@ -17,8 +18,6 @@ pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 const RESERVED_ANNOTATION_BYTES: usize = 2 * 1024;
 /// Longest label value, and longest name part of a label or annotation key.
 const MAX_NAME_LEN: usize = 63;
-/// Longest prefix (`example.com/`) of a label or annotation key.
-const MAX_PREFIX_LEN: usize = 253;
 /// Entries examined per map (the CRD allows 64).
 const MAX_ENTRIES: usize = 64;
 
@@ -33,26 +32,13 @@ fn is_name(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn is_dns_subdomain(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= MAX_PREFIX_LEN
-        && value.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
 /// Why `key` is not a Kubernetes label or annotation key, if it is not.
 fn key_problem(key: &str) -> Option<&'static str> {
     let (prefix, name) = match key.split_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    if prefix.is_some_and(|prefix| !is_dns_subdomain(prefix)) {
+    if prefix.is_some_and(|prefix| !is_dns_1123_subdomain(prefix)) {
         return Some("its prefix before \"/\" is not a lower-case DNS name");
     }
     if name.len() > MAX_NAME_LEN {
