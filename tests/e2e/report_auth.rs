@@ -6,31 +6,15 @@
 
 use std::time::Duration;
 
-use certflow_e2e::report_api::{self, AUDIENCE};
+use certflow_e2e::report_api::{self, AUDIENCE, report};
 use certflow_e2e::services::Services;
 use certflow_e2e::{eventually, run_ok};
-use certflow_proto::v1::report_request::Regarding;
-use certflow_proto::v1::{EventType, ReportRequest, SecretRef};
+use certflow_proto::v1::ReportRequest;
 use certflow_testenv::{SERVICE_ACCOUNT_ISSUER, TestEnv};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A Normal report about Secret `secret_name` of `namespace`, with `reason`.
-fn report(namespace: &str, secret_name: &str, reason: &str) -> ReportRequest {
-    ReportRequest {
-        regarding: Some(Regarding::Secret(SecretRef {
-            namespace: namespace.into(),
-            secret_name: secret_name.into(),
-        })),
-        r#type: EventType::Normal.into(),
-        reason: reason.into(),
-        message: "A control-plane service reports this through the Report API.".into(),
-        reporting_component: "certflow-e2e".into(),
-        ..ReportRequest::default()
-    }
-}
 
 /// The reasons of every Event certflow-reporter wrote in `namespace`.
 async fn reported_reasons(env: &TestEnv, namespace: &str) -> Vec<String> {

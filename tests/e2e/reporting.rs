@@ -9,13 +9,10 @@ use std::time::Duration;
 
 use certflow_api::{IssuerPolicy, IssuerRef, ServiceCertificate, ServiceCertificateSpec};
 use certflow_bus::{ActiveFailures, FailureKey, Publisher, Topology, TraceId};
-use certflow_e2e::report_api;
+use certflow_e2e::report_api::{self, report};
 use certflow_e2e::services::Services;
 use certflow_e2e::{eventually, run_ok};
-use certflow_proto::v1::report_request::Regarding;
-use certflow_proto::v1::{
-    EventType, Failed, Outcome, ReportRequest, SCHEMA_VERSION, SecretRef, outcome,
-};
+use certflow_proto::v1::{EventType, Failed, Outcome, SCHEMA_VERSION, outcome};
 use certflow_testenv::TestEnv;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
@@ -446,20 +443,6 @@ fn warning_counts(events: &[Event]) -> BTreeMap<String, i32> {
 async fn grpc_client(fx: &Fixture, index: usize) -> report_api::Client {
     let port = fx.services.reporters[index].grpc_port.expect("gRPC port");
     report_api::granted_client(fx.env, port, fx.namespace(), "control-plane").await
-}
-
-fn report(namespace: &str, secret_name: &str, reason: &str) -> ReportRequest {
-    ReportRequest {
-        regarding: Some(Regarding::Secret(SecretRef {
-            namespace: namespace.into(),
-            secret_name: secret_name.into(),
-        })),
-        r#type: EventType::Normal.into(),
-        reason: reason.into(),
-        message: "A control-plane service reports this through the Report API.".into(),
-        reporting_component: "certflow-e2e".into(),
-        ..ReportRequest::default()
-    }
 }
 
 #[tokio::test]

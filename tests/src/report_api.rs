@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use certflow_proto::v1::report_request::Regarding;
 use certflow_proto::v1::reporter_client::ReporterClient;
+use certflow_proto::v1::{EventType, ReportRequest, SecretRef};
 use certflow_testenv::TestEnv;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -107,4 +109,19 @@ pub async fn granted_client(env: &TestEnv, port: u16, namespace: &str, account: 
     let token = token(env, namespace, account).await;
     grant_report(env, namespace, namespace, account);
     connect(port, Some(&token)).await
+}
+
+/// A Normal report about Secret `secret_name` of `namespace`, with `reason`.
+pub fn report(namespace: &str, secret_name: &str, reason: &str) -> ReportRequest {
+    ReportRequest {
+        regarding: Some(Regarding::Secret(SecretRef {
+            namespace: namespace.into(),
+            secret_name: secret_name.into(),
+        })),
+        r#type: EventType::Normal.into(),
+        reason: reason.into(),
+        message: "A control-plane service reports this through the Report API.".into(),
+        reporting_component: "certflow-e2e".into(),
+        ..ReportRequest::default()
+    }
 }
