@@ -13,10 +13,10 @@
 //! `DynamicObject`s: the benchmark needs four fields, not cert-manager's
 //! Rust types.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -27,10 +27,10 @@ use certflow_testenv::{TestEnv, unique_name};
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
-use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
 
 use crate::process::peak_rss_bytes;
+use crate::scenarios::Tracker;
 use crate::{scenarios, stats};
 
 /// What builds cert-manager's controller and extracts its CRDs.
@@ -288,7 +288,9 @@ async fn timed_burst(
 ) -> anyhow::Result<(f64, usize)> {
     let resource = cert_manager_resource("Certificate", "certificates");
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
-    let ready = ReadyNames::watch(api.clone());
+    let ready = Tracker::watch(api.clone(), |object| {
+        is_ready(object).then(|| object.name_any())
+    });
 
     let started = Instant::now();
     futures::stream::iter(0..count)
@@ -329,47 +331,6 @@ async fn timed_burst(
         .items
         .len();
     Ok((seconds, requests))
-}
-
-/// Names of the objects a watch has seen Ready; the watch stops on drop.
-struct ReadyNames {
-    names: Arc<Mutex<HashSet<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ReadyNames {
-    fn watch(api: Api<DynamicObject>) -> Self {
-        let names: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let record = names.clone();
-        let task = tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .applied_objects();
-            futures::pin_mut!(stream);
-            // A watch error (a dropped connection, an expired resource
-            // version) is retried after the backoff, never the end of the
-            // watch: a tracker that stopped would leave the burst waiting
-            // for its timeout.
-            while let Some(item) = stream.next().await {
-                if let Ok(object) = item
-                    && is_ready(&object)
-                {
-                    record.lock().expect("lock").insert(object.name_any());
-                }
-            }
-        });
-        Self { names, task }
-    }
-
-    fn len(&self) -> usize {
-        self.names.lock().expect("lock").len()
-    }
-}
-
-impl Drop for ReadyNames {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// What each child process of this one (the control plane, certflow's
