@@ -16,8 +16,7 @@ use crate::metrics::Metrics;
 use crate::pods::{PodIndex, PodObserver, PodSummary, SharedPodIndex};
 use crate::report::Reporter;
 
-/// Name of the health dependency that tracks the Kubernetes API.
-pub const KUBERNETES_DEPENDENCY: &str = "kubernetes";
+pub use certflow_runtime::kube_client::KUBERNETES_DEPENDENCY;
 
 /// New Pods told about failures at once; a Deployment of a thousand
 /// replicas scaling up waits its turn instead of opening a thousand requests.

@@ -11,9 +11,34 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tower::limit::RateLimitLayer;
 
-use crate::{CommonArgs, RuntimeError};
+use crate::{CommonArgs, HealthHandle, RuntimeError};
+
+/// Name of the health dependency that tracks the Kubernetes API.
+pub const KUBERNETES_DEPENDENCY: &str = "kubernetes";
+
+/// How often [`report_reachability`] asks the API server for its version.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Marks the `kubernetes` dependency of `health` ready, then keeps it
+/// current until `stop` by asking the API server for its version every 5 s
+/// (see [`HealthHandle::probe_periodically`]). Call it once the service's
+/// caches are synced; spawn the future it returns.
+pub async fn report_reachability(
+    client: kube::Client,
+    health: HealthHandle,
+    stop: CancellationToken,
+) {
+    health.set_ready(KUBERNETES_DEPENDENCY, true).await;
+    health
+        .probe_periodically(KUBERNETES_DEPENDENCY, PROBE_INTERVAL, stop, move || {
+            let client = client.clone();
+            async move { client.apiserver_version().await.is_ok() }
+        })
+        .await;
+}
 
 /// Builds the client from the inferred configuration, limited as `args` say.
 pub async fn connect(args: &CommonArgs) -> Result<kube::Client, RuntimeError> {

@@ -1,8 +1,8 @@
 //! certflow-signer: wiring only; the logic lives in the library.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use certflow_runtime::kube_client::{self, KUBERNETES_DEPENDENCY};
 use certflow_runtime::{CommonArgs, Service, nats::NATS_DEPENDENCY};
 use certflow_signer::authority::Authorities;
 use certflow_signer::handler::Handler;
@@ -14,13 +14,6 @@ use clap::Parser;
 /// JetStream, validates them against the spec rules and the issuer's policy,
 /// writes the Secret and status, and publishes the outcome. Run N replicas;
 /// they share one durable consumer.
-/// The health dependency that tracks the Kubernetes API.
-const KUBERNETES_DEPENDENCY: &str = "kubernetes";
-
-/// How often the API server is asked for its version once the CA caches are
-/// synced, to keep the `kubernetes` health dependency current.
-const KUBERNETES_PROBE_INTERVAL: Duration = Duration::from_secs(5);
-
 #[derive(Debug, Parser)]
 #[command(name = "certflow-signer", version, about)]
 struct Args {
@@ -66,21 +59,10 @@ async fn main() -> anyhow::Result<()> {
         Authorities::new(client.clone(), &args.namespace, &args.field_manager);
     tokio::spawn(watches);
     authorities.wait_ready().await;
-    service
-        .health()
-        .set_ready(KUBERNETES_DEPENDENCY, true)
-        .await;
-    tokio::spawn(service.health().clone().probe_periodically(
-        KUBERNETES_DEPENDENCY,
-        KUBERNETES_PROBE_INTERVAL,
+    tokio::spawn(kube_client::report_reachability(
+        client.clone(),
+        service.health().clone(),
         service.shutdown().token(),
-        {
-            let client = client.clone();
-            move || {
-                let client = client.clone();
-                async move { client.apiserver_version().await.is_ok() }
-            }
-        },
     ));
 
     let handler = Handler::new(

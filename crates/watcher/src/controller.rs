@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use certflow_api::{CertificateAuthority, ServiceCertificate, labels};
 use certflow_bus::{Publisher, TraceId};
 use certflow_proto::v1::{SCHEMA_VERSION, WorkItem};
-use certflow_runtime::HealthHandle;
+use certflow_runtime::{HealthHandle, kube_client};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
@@ -23,13 +23,6 @@ use tracing::{info, instrument, warn};
 use crate::Error;
 use crate::decide::{Decision, Observed, decide};
 use crate::metrics::Metrics;
-
-/// The health dependency that tracks the Kubernetes API.
-pub const KUBERNETES_DEPENDENCY: &str = "kubernetes";
-
-/// How often the API server is asked for its version to keep the
-/// `kubernetes` health dependency current once the caches are synced.
-const KUBERNETES_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long in-flight reconciles may take after shutdown was requested.
 const RECONCILE_DRAIN: Duration = Duration::from_secs(10);
@@ -103,18 +96,10 @@ pub async fn run(
     tokio::spawn(ca_cache);
     let _ = secrets.wait_until_ready().await;
     let _ = cas.wait_until_ready().await;
-    health.set_ready(KUBERNETES_DEPENDENCY, true).await;
-    tokio::spawn(health.clone().probe_periodically(
-        KUBERNETES_DEPENDENCY,
-        KUBERNETES_PROBE_INTERVAL,
+    tokio::spawn(kube_client::report_reachability(
+        client.clone(),
+        health,
         shutdown.clone(),
-        {
-            let client = client.clone();
-            move || {
-                let client = client.clone();
-                async move { client.apiserver_version().await.is_ok() }
-            }
-        },
     ));
 
     // The controller's own cache, without managedFields: at 10,000

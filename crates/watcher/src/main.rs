@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use certflow_runtime::{CommonArgs, Service, nats::NATS_DEPENDENCY, parse_duration};
+use certflow_runtime::{CommonArgs, Service, kube_client, nats::NATS_DEPENDENCY, parse_duration};
 use certflow_watcher::controller::{self, Settings};
 use certflow_watcher::metrics::Metrics;
 use clap::Parser;
@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let service = Service::start(
         "certflow-watcher",
         args.common.clone(),
-        &[NATS_DEPENDENCY, controller::KUBERNETES_DEPENDENCY],
+        &[NATS_DEPENDENCY, kube_client::KUBERNETES_DEPENDENCY],
     )
     .await?;
     let client = certflow_runtime::kube_client::connect(service.args()).await?;
