@@ -195,12 +195,7 @@ async fn every_certificate_ends_issued_or_reported_while_every_component_is_kill
         workload.broken().len()
     );
 
-    let deadline = Instant::now() + SETTLE;
-    let mut problems = workload.problems().await;
-    while !problems.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        problems = workload.problems().await;
-    }
+    let problems = workload.settle(SETTLE).await;
     eprintln!(
         "{:>6.1}s settled with {} problems",
         started.elapsed().as_secs_f64(),

@@ -35,17 +35,10 @@ async fn all_serving(services: &Services, serving: bool, what: &str) {
 
 /// Waits until every promise of `workload` holds.
 async fn promises_hold(workload: &Workload, services: &Services) {
-    let mut last = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        last = workload.problems().await;
-        if last.is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!(
-        "promises broken after {WAIT:?}: {last:#?}\n{}",
+    let problems = workload.settle(WAIT).await;
+    assert!(
+        problems.is_empty(),
+        "promises broken after {WAIT:?}: {problems:#?}\n{}",
         services.logs()
     );
 }

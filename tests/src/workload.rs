@@ -130,6 +130,19 @@ impl Workload {
         }
     }
 
+    /// Polls [`Workload::problems`] until none is left or `timeout` passed;
+    /// returns what is still broken (empty when every promise holds).
+    pub async fn settle(&self, timeout: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let problems = self.problems().await;
+            if problems.is_empty() || std::time::Instant::now() >= deadline {
+                return problems;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     async fn try_problems(&self) -> Result<Vec<String>, kube::Error> {
         let params = ListParams::default();
         let scerts: BTreeMap<String, ServiceCertificate> =
