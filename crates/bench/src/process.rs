@@ -1,21 +1,12 @@
 //! What the driver reads about certflow's service processes: whether they
 //! still run, and how much memory they used at most.
 
-use certflow_e2e::services::{Service, Services};
-
-/// Every service the benchmark started, watcher first.
-pub fn all_mut(services: &mut Services) -> impl Iterator<Item = &mut Service> {
-    services
-        .watcher
-        .iter_mut()
-        .chain(services.signers.iter_mut())
-        .chain(services.reporters.iter_mut())
-}
+use certflow_e2e::services::Services;
 
 /// Fails with the log tail of the first service whose process has exited,
 /// so a crashed service ends the run at once instead of at its timeout.
 pub fn ensure_running(services: &mut Services) -> anyhow::Result<()> {
-    for service in all_mut(services) {
+    for service in services.all_mut() {
         // The error names the process and carries its exit status and log tail.
         service
             .process
@@ -38,10 +29,7 @@ pub fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
 /// `signer-0`, `reporter-0`, …).
 pub fn peak_rss_of(services: &Services) -> anyhow::Result<Vec<(String, u64)>> {
     services
-        .watcher
-        .iter()
-        .chain(&services.signers)
-        .chain(&services.reporters)
+        .all()
         .map(|service| {
             let name = service.process.name().to_owned();
             let pid = service
