@@ -19,3 +19,14 @@ if ((${#missing[@]})); then
 fi
 command -v go >/dev/null || { echo "Go 1.26 is required on PATH to build the control plane (https://go.dev/doc/install)" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "Rust (cargo) is required on PATH: https://rustup.rs" >&2; exit 1; }
+
+# Disk: a cold `make test` needs about 4 GiB for target/ and 1.5 GiB for the
+# test environments' logs (docs/testing.md). A compiler that runs out of space
+# mid-build dies with an error that names neither the disk nor the fix.
+need_gib=2
+[[ -d target/debug ]] || need_gib=6
+free_gib=$(df -P -BG . | awk 'NR == 2 { sub("G", "", $4); print $4 }')
+if ((free_gib < need_gib)); then
+  echo "[prerequisites] only ${free_gib} GiB free on $(df -P . | awk 'NR == 2 { print $6 }'); the build and tests need ${need_gib} GiB: free some space (cargo clean in an old checkout, rm -rf target/testenv)" >&2
+  exit 1
+fi
