@@ -9,53 +9,22 @@ use certflow_api::{
     IssuerRef, KeyAlgorithm, PrivateKeySpec, ServiceCertificate, ServiceCertificateSpec,
 };
 use certflow_e2e::eventually;
-use certflow_e2e::fixtures::{create_generated_ca, inspect_secret, secret_data as data};
-use certflow_e2e::services::Services;
+use certflow_e2e::fixtures::{inspect_secret, secret_data as data};
+use certflow_e2e::tenant::Tenant;
 use certflow_pki::Inspection;
-use certflow_testenv::TestEnv;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt as _};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::ResourceExt as _;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// One test's namespace, CA and services.
-struct Fixture {
-    env: &'static TestEnv,
-    client: Client,
-    services: Services,
-    issuer: String,
-}
+// One test's tenant, with what the issuance tests ask of it.
+certflow_e2e::tenant_fixture!(Fixture);
 
 impl Fixture {
     async fn start(prefix: &str, signers: usize) -> Self {
-        let env = certflow_testenv::shared();
-        let namespace = env.create_namespace(prefix).await.expect("namespace");
-        let client = env.client().await.expect("client");
-        let services = Services::start(env, &namespace, signers).await;
-        let issuer = certflow_testenv::unique_name("ca");
-        create_generated_ca(&client, &issuer, None)
-            .await
-            .expect("create CertificateAuthority");
-        Self {
-            env,
-            client,
-            services,
-            issuer,
-        }
-    }
-
-    fn namespace(&self) -> &str {
-        &self.services.namespace
-    }
-
-    fn scerts(&self) -> Api<ServiceCertificate> {
-        Api::namespaced(self.client.clone(), self.namespace())
-    }
-
-    fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), self.namespace())
+        Self(Tenant::builder(prefix).signers(signers).start().await)
     }
 
     fn spec(&self, secret_name: &str, dns_names: &[&str]) -> ServiceCertificateSpec {
@@ -471,5 +440,4 @@ async fn a_watcher_restarted_after_certificates_were_created_while_it_was_down_i
     create_many(&fx, 20, KeyAlgorithm::Ecdsa).await;
     fx.services.start_watcher();
     all_ready(&fx, 20).await;
-    let _ = fx.env;
 }

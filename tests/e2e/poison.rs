@@ -1,60 +1,65 @@
 //! Poison work: an item that cannot be decoded, or one that fails on every
 //! delivery, ends after a bounded number of deliveries in the dead-letter
 //! stream, is counted, is reported to its owner where it names one, and
-//! never holds up the work behind it. Services run with a short retry
+//! never holds up the work behind it. One that fails in a way no retry
+//! fixes (an admission policy refusing the Secret) ends on its first. Services run with a short retry
 //! schedule (`--bus-max-deliver=3 --bus-retry-delays=200ms`), the same flags
 //! an operator would set.
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use certflow_api::{IssuerRef, ServiceCertificate, ServiceCertificateSpec};
 use certflow_bus::Topology;
 use certflow_e2e::eventually;
-use certflow_e2e::fixtures::create_generated_ca;
-use certflow_e2e::services::{Services, sum_metric};
+use certflow_e2e::services::sum_metric;
+use certflow_e2e::tenant::Tenant;
 use certflow_proto::v1::DeadLetter;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaSpec, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::Client;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use prost::Message as _;
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 const MAX_DELIVER: u32 = 3;
 const RETRY_ARGS: [&str; 2] = ["--bus-max-deliver=3", "--bus-retry-delays=200ms"];
 
+/// One test's tenant, and a JetStream client to read its dead letters.
 struct Fixture {
-    client: Client,
-    services: Services,
-    issuer: String,
+    tenant: Tenant,
     topology: Topology,
     js: async_nats::jetstream::Context,
 }
 
+impl Deref for Fixture {
+    type Target = Tenant;
+    fn deref(&self) -> &Tenant {
+        &self.tenant
+    }
+}
+
 impl Fixture {
     async fn start(prefix: &str) -> Self {
-        let env = certflow_testenv::shared();
-        let namespace = env.create_namespace(prefix).await.expect("namespace");
-        let client = env.client().await.expect("client");
-        let services = Services::start_with_common_args(env, &namespace, 1, &RETRY_ARGS).await;
-        let issuer = certflow_testenv::unique_name("poison-ca");
-        create_generated_ca(&client, &issuer, None)
+        let tenant = Tenant::builder(prefix)
+            .common_args(&RETRY_ARGS)
+            .issuer_prefix("poison-ca")
+            .start()
+            .await;
+        let topology = Topology::new(&tenant.services.bus_prefix).expect("topology");
+        let nats = async_nats::connect(tenant.env.nats_url())
             .await
-            .expect("create CertificateAuthority");
-        let topology = Topology::new(&services.bus_prefix).expect("topology");
-        let nats = async_nats::connect(env.nats_url()).await.expect("NATS");
+            .expect("NATS");
         Self {
-            client,
-            services,
-            issuer,
+            tenant,
             topology,
             js: async_nats::jetstream::new(nats),
         }
-    }
-
-    fn namespace(&self) -> &str {
-        &self.services.namespace
     }
 
     async fn create(&self, name: &str) {
@@ -69,7 +74,7 @@ impl Fixture {
                 ..ServiceCertificateSpec::default()
             },
         );
-        Api::<ServiceCertificate>::namespaced(self.client.clone(), self.namespace())
+        self.scerts()
             .create(&PostParams::default(), &scert)
             .await
             .expect("create ServiceCertificate");
@@ -77,7 +82,7 @@ impl Fixture {
 
     /// Waits until `name`'s Ready condition has `reason`; returns its message.
     async fn ready_reason(&self, name: &str, reason: &str) -> String {
-        let api = Api::<ServiceCertificate>::namespaced(self.client.clone(), self.namespace());
+        let api = self.scerts();
         eventually(
             &format!(
                 "{name} to have Ready reason {reason}\n{}",
@@ -191,7 +196,7 @@ async fn a_work_item_failing_on_every_delivery_ends_after_the_bounded_deliveries
         }),
         ..ResourceQuota::default()
     };
-    let quotas = Api::<ResourceQuota>::namespaced(fx.client.clone(), fx.namespace());
+    let quotas = fx.api::<ResourceQuota>();
     quotas
         .create(&PostParams::default(), &quota)
         .await
@@ -212,7 +217,7 @@ async fn a_work_item_failing_on_every_delivery_ends_after_the_bounded_deliveries
         message.contains(&MAX_DELIVER.to_string()) && message.contains("quota"),
         "the owner reads how often it was tried and why: {message}"
     );
-    let events = Api::<Event>::namespaced(fx.client.clone(), fx.namespace());
+    let events = fx.api::<Event>();
     eventually("a Warning on the ServiceCertificate", WAIT, || async {
         let events = events.list(&ListParams::default()).await.ok()?;
         events
@@ -233,7 +238,7 @@ async fn a_work_item_failing_on_every_delivery_ends_after_the_bounded_deliveries
     let letter = fx.dead_letter_on(&subject).await;
     assert_eq!(letter.deliveries, MAX_DELIVER, "{letter:?}");
     assert!(letter.error.contains("quota"), "{letter:?}");
-    let secrets = Api::<Secret>::namespaced(fx.client.clone(), fx.namespace());
+    let secrets = fx.secrets();
     assert!(secrets.get_opt("refused-tls").await.expect("get").is_none());
     assert!(
         fx.services
@@ -241,5 +246,107 @@ async fn a_work_item_failing_on_every_delivery_ends_after_the_bounded_deliveries
             .await
             >= 1.0,
         "counted"
+    );
+}
+
+/// Makes every Secret written in `namespace` need a `team` label, as a
+/// platform team's admission policy might; returns once the API server
+/// enforces it.
+async fn require_team_label_on_secrets(client: &Client, namespace: &str) {
+    let name = format!("{namespace}-secrets-need-team");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["secrets"],
+            }]},
+            "validations": [{
+                "expression": "has(object.metadata.labels) && 'team' in object.metadata.labels",
+                "message": "Secrets need a team label",
+            }],
+        },
+    }))
+    .expect("a ValidatingAdmissionPolicy");
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": namespace},
+            }},
+        },
+    }))
+    .expect("a ValidatingAdmissionPolicyBinding");
+    let post = PostParams::default();
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .create(&post, &policy)
+        .await
+        .expect("create ValidatingAdmissionPolicy");
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .create(&post, &binding)
+        .await
+        .expect("create ValidatingAdmissionPolicyBinding");
+
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let probe = Secret {
+        metadata: ObjectMeta {
+            name: Some("policy-probe".into()),
+            ..ObjectMeta::default()
+        },
+        ..Secret::default()
+    };
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    eventually("the API server to enforce the policy", WAIT, || async {
+        match secrets.create(&dry_run, &probe).await {
+            Err(kube::Error::Api(status)) if status.message.contains("team label") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_secret_an_admission_policy_refuses_is_reported_once_with_the_policys_words() {
+    let fx = Fixture::start("admission").await;
+    require_team_label_on_secrets(&fx.client, fx.namespace()).await;
+
+    fx.create("unlabelled").await;
+    let message = fx.ready_reason("unlabelled", "IssuanceFailed").await;
+    assert!(
+        message.contains("Secrets need a team label") && message.contains("spec.secretTemplate"),
+        "the owner reads the policy's words and where to add the label: {message}"
+    );
+    assert!(
+        !message.contains("Status {"),
+        "no debug dump of the API response: {message}"
+    );
+    let subject = fx
+        .topology
+        .work_subject(fx.namespace(), "unlabelled")
+        .expect("subject");
+    let letter = fx.dead_letter_on(&subject).await;
+    assert_eq!(letter.deliveries, 1, "a refusal is not retried: {letter:?}");
+
+    // Following the suggestion issues the certificate.
+    let scerts = fx.scerts();
+    let label = json!({"spec": {"secretTemplate": {"labels": {"team": "payments"}}}});
+    scerts
+        .patch("unlabelled", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("add the label");
+    fx.ready_reason("unlabelled", "Issued").await;
+    let secret = fx.secrets()
+        .get("unlabelled-tls")
+        .await
+        .expect("the Secret");
+    assert_eq!(
+        secret.labels().get("team").map(String::as_str),
+        Some("payments")
     );
 }

@@ -10,25 +10,19 @@ use std::time::Duration;
 use certflow_api::{IssuerPolicy, IssuerRef, ServiceCertificate, ServiceCertificateSpec};
 use certflow_bus::{ActiveFailures, FailureKey, Publisher, Topology, TraceId};
 use certflow_e2e::report_api::{self, report};
-use certflow_e2e::services::Services;
+use certflow_e2e::tenant::Tenant;
 use certflow_e2e::{eventually, run_ok};
 use certflow_proto::v1::{EventType, Failed, Outcome, SCHEMA_VERSION, outcome};
-use certflow_testenv::TestEnv;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
-use kube::{Client, ResourceExt as _};
+use kube::ResourceExt as _;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// One test's namespace, CertificateAuthority and services.
-struct Fixture {
-    env: &'static TestEnv,
-    client: Client,
-    services: Services,
-    issuer: String,
-}
+// One test's tenant, with what the reporting tests ask of it.
+certflow_e2e::tenant_fixture!(Fixture);
 
 impl Fixture {
     async fn start(prefix: &str) -> Self {
@@ -37,12 +31,6 @@ impl Fixture {
 
     /// A fixture whose reporter gets `reporter_args` on top of the defaults.
     async fn start_with_reporter(prefix: &str, reporter_args: &[&str]) -> Self {
-        let env = certflow_testenv::shared();
-        let namespace = env.create_namespace(prefix).await.expect("namespace");
-        let client = env.client().await.expect("client");
-        let services = Services::start_with_reporter_args(env, &namespace, 1, reporter_args).await;
-        // A name no other test's CA is close to, so "did you mean" is ours.
-        let issuer = certflow_testenv::unique_name("internal-authority");
         let policy = IssuerPolicy {
             allowed_dns_names: vec![
                 "*.{namespace}.svc".into(),
@@ -50,31 +38,22 @@ impl Fixture {
             ],
             ..IssuerPolicy::default()
         };
-        certflow_e2e::fixtures::create_generated_ca(&client, &issuer, Some(policy))
-            .await
-            .expect("create CertificateAuthority");
-        Self {
-            env,
-            client,
-            services,
-            issuer,
-        }
-    }
-
-    fn namespace(&self) -> &str {
-        &self.services.namespace
-    }
-
-    fn scerts(&self) -> Api<ServiceCertificate> {
-        Api::namespaced(self.client.clone(), self.namespace())
+        let tenant = Tenant::builder(prefix)
+            .reporter_args(reporter_args)
+            // A name no other test's CA is close to, so "did you mean" is ours.
+            .issuer_prefix("internal-authority")
+            .policy(policy)
+            .start()
+            .await;
+        Self(tenant)
     }
 
     fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), self.namespace())
+        self.api()
     }
 
     fn events(&self) -> Api<Event> {
-        Api::namespaced(self.client.clone(), self.namespace())
+        self.api()
     }
 
     async fn apply_certificate(&self, name: &str, secret_name: &str, dns_name: &str, issuer: &str) {
@@ -510,7 +489,7 @@ async fn a_thousand_repeats_leave_one_event_per_object_with_a_growing_count_with
     }
     recipients.push(scert.uid().expect("uid"));
     let deployment =
-        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(fx.client.clone(), &ns)
+        fx.api::<k8s_openapi::api::apps::v1::Deployment>()
             .get("api")
             .await
             .expect("Deployment");
@@ -723,7 +702,7 @@ async fn a_second_reporter_knows_the_active_failures_and_continues_the_same_even
     let scert = fx.scerts().get("pay").await.expect("ServiceCertificate");
     let pod_uid = fx.uid_of_pod(&pods[0]).await;
     let deployment =
-        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(fx.client.clone(), &ns)
+        fx.api::<k8s_openapi::api::apps::v1::Deployment>()
             .get("pay")
             .await
             .expect("Deployment");

@@ -182,6 +182,16 @@ async fn service_certificates_with_structural_mistakes_are_refused_with_what_to_
             ],
         },
         Mistake {
+            what: "cert sign on a certificate that is not a CA",
+            manifest: service_certificate(
+                "cert-sign",
+                r#"{secretName: web-tls, dnsNames: [web.shop.svc], usages: ["digital signature", "cert sign"]}"#,
+            ),
+            says: &[
+                r#"spec: Invalid value: spec.usages has "cert sign", which only a CA certificate may have: remove it (a service certificate does not sign others), or set spec.isCA: true"#,
+            ],
+        },
+        Mistake {
             what: "a Secret name with capitals and an underscore",
             manifest: service_certificate(
                 "capitals",

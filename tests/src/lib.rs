@@ -6,6 +6,7 @@
 pub mod fixtures;
 pub mod report_api;
 pub mod services;
+pub mod tenant;
 pub mod workload;
 
 use std::future::Future;

@@ -121,17 +121,7 @@ impl Services {
     /// Starts a watcher for `namespace`, `signers` signer replicas and one
     /// reporter.
     pub async fn start(env: &TestEnv, namespace: &str, signers: usize) -> Self {
-        Self::start_with_reporter_args(env, namespace, signers, &[]).await
-    }
-
-    /// [`Services::start`] with extra flags for the reporter.
-    pub async fn start_with_reporter_args(
-        env: &TestEnv,
-        namespace: &str,
-        signers: usize,
-        reporter_args: &[&str],
-    ) -> Self {
-        Self::launch(env, namespace, signers, reporter_args, &[]).await
+        Self::launch(env, namespace, signers, &[], &[]).await
     }
 
     /// [`Services::start`] with extra flags for every service (e.g. the bus
@@ -145,7 +135,9 @@ impl Services {
         Self::launch(env, namespace, signers, &[], common_args).await
     }
 
-    async fn launch(
+    /// [`Services::start`] with extra flags for the reporter and for every
+    /// service.
+    pub async fn launch(
         env: &TestEnv,
         namespace: &str,
         signers: usize,
@@ -302,6 +294,19 @@ impl Services {
             .map(|s| format!("--- {} ---\n{}", s.process.name(), s.process.tail(40)))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Writes every running service's `/metrics` text next to its log, as
+    /// `<name>.metrics.log`, so that `make test`'s key-material scan reads
+    /// the metrics too.
+    pub async fn save_metrics(&self) {
+        for service in self.all() {
+            let path = self
+                .log_dir
+                .join(format!("{}.metrics.log", service.process.name()));
+            std::fs::write(&path, service.metrics().await)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        }
     }
 
     /// Sends SIGTERM to every service and waits for them to exit.

@@ -99,6 +99,19 @@ pub(crate) fn at_least_one_name() -> Rule {
     )
 }
 
+/// On `ServiceCertificateSpec`: `cert sign` only together with `isCA: true`
+/// (RFC 5280 §4.2.1.3 allows keyCertSign only on a CA certificate).
+pub(crate) fn cert_sign_only_on_a_ca() -> Rule {
+    Rule::new(
+        "!has(self.usages) || !self.usages.exists(u, u == 'cert sign') \
+         || (has(self.isCA) && self.isCA)",
+    )
+    .message(
+        "spec.usages has \"cert sign\", which only a CA certificate may have: remove it \
+         (a service certificate does not sign others), or set spec.isCA: true",
+    )
+}
+
 /// On `ServiceCertificateSpec`: `renewBefore` is shorter than the (possibly
 /// defaulted) `duration`, or renewal would start before the certificate is
 /// issued.

@@ -64,6 +64,7 @@ pub const MIN_DURATION: Duration = Duration::from_secs(60);
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = cel::at_least_one_name(),
+    validation = cel::cert_sign_only_on_a_ca(),
     validation = cel::renew_before_shorter_than_duration("2160h")
 )]
 #[schemars(transform = crate::schema::absent_not_null)]

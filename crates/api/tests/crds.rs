@@ -161,6 +161,7 @@ fn schemas_carry_the_cel_rules_and_field_docs() {
     let scert = serde_json::to_string(&schema_json::<ServiceCertificate>()).expect("serializes");
     for expected in [
         "a ServiceCertificate needs at least one name",
+        "which only a CA certificate may have",
         "must be shorter than duration",
         "is not a valid Secret name",
         "days are not accepted, so write 2160h for 90 days",

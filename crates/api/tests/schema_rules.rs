@@ -133,6 +133,21 @@ fn service_certificate_rules_accept_good_specs_and_explain_bad_ones() {
             None,
         ),
         (
+            "cert sign without isCA",
+            json!({"usages": ["digital signature", "cert sign"]}),
+            Some(r#"spec.usages has "cert sign", which only a CA certificate may have"#),
+        ),
+        (
+            "cert sign with isCA false",
+            json!({"usages": ["cert sign"], "isCA": false}),
+            Some("or set spec.isCA: true"),
+        ),
+        (
+            "cert sign on a CA certificate",
+            json!({"usages": ["cert sign", "crl sign"], "isCA": true}),
+            None,
+        ),
+        (
             "secret name with capitals",
             json!({"secretName": "Web_TLS"}),
             Some(

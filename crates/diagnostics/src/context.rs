@@ -140,3 +140,21 @@ pub fn retries_exhausted(attempts: u32, last_error: &str) -> Violation {
          the platform team",
     )
 }
+
+/// Issuance failed in a way no retry fixes, most often the API server
+/// refusing the Secret (an admission policy, say); `error` says why (escaped,
+/// shortened and redacted like [`retries_exhausted`]'s).
+pub fn issuance_failed(error: &str) -> Violation {
+    let error = quote(text::truncate_bytes(error.trim(), 300));
+    Violation::new(
+        Reason::IssuanceFailed,
+        "",
+        "",
+        format!("issuance failed and retrying would not help: {error}"),
+    )
+    .with_suggestion(
+        "if a policy refused the Secret, spec.secretTemplate can add the labels or annotations \
+         it asks for; any change to the ServiceCertificate starts a new attempt; otherwise tell \
+         the platform team",
+    )
+}

@@ -43,11 +43,13 @@ mod reason;
 pub mod suggest;
 pub mod template;
 mod text;
+pub mod usage;
 mod validate;
 mod violation;
 
 pub use context::{
-    issuer_not_found, issuer_not_ready, retries_exhausted, secret_conflict, secret_owned_by_other,
+    issuance_failed, issuer_not_found, issuer_not_ready, retries_exhausted, secret_conflict,
+    secret_owned_by_other,
 };
 pub use policy::{check_policy, policy_violations};
 pub use reason::{Reason, UnknownReason};

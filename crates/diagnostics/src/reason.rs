@@ -85,6 +85,8 @@ reasons! {
     RenewBeforeTooShort,
     /// spec.privateKey.size is not a size the chosen algorithm supports.
     InvalidKeySize,
+    /// spec.usages asks for cert sign, which only a CA certificate may have, but spec.isCA is not true.
+    CertSignWithoutCA,
     /// spec.issuerRef names a CertificateAuthority that does not exist (or none is the default).
     IssuerNotFound,
     /// The CertificateAuthority exists but cannot sign yet.
@@ -109,6 +111,8 @@ reasons! {
     SecretOwnedByOther,
     /// Issuance kept failing for a transient reason and certflow stopped retrying.
     RetriesExhausted,
+    /// Issuance failed in a way retrying cannot fix, such as an admission policy refusing the Secret.
+    IssuanceFailed,
 }
 
 impl Reason {

@@ -20,6 +20,7 @@ use crate::policy::check_policy;
 use crate::reason::Reason;
 use crate::template::invalid_secret_template;
 use crate::text::quote;
+use crate::usage::cert_sign_without_ca;
 use crate::violation::Violation;
 
 /// The most subject alternative names (dnsNames, ipAddresses, uris and
@@ -259,6 +260,7 @@ pub fn validate_spec(spec: &ServiceCertificateSpec) -> Vec<Violation> {
     if let Some(key) = &spec.private_key {
         found.extend(invalid_key_size(key.algorithm, key.size));
     }
+    found.extend(cert_sign_without_ca(&spec.usages, spec.is_ca.unwrap_or(false)));
     if let Some(template) = &spec.secret_template {
         found.extend(invalid_secret_template(template));
     }

@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 
 use certflow_api::{
-    IssuerPolicy, KeyAlgorithm, PrivateKeySpec, SecretTemplate, ServiceCertificateSpec,
+    IssuerPolicy, KeyAlgorithm, KeyUsage, PrivateKeySpec, SecretTemplate, ServiceCertificateSpec,
 };
 use certflow_diagnostics::{
-    Reason, Violation, diagnose, issuer_not_found, issuer_not_ready, retries_exhausted,
+    Reason, Violation, diagnose, issuance_failed, issuer_not_found, issuer_not_ready, retries_exhausted,
     secret_conflict, secret_owned_by_other,
 };
 
@@ -151,6 +151,10 @@ fn examples() -> Vec<Option<Violation>> {
             private_key: key(None, Some(2048)),
             ..spec()
         }),
+        signer(ServiceCertificateSpec {
+            usages: vec![KeyUsage::DigitalSignature, KeyUsage::CertSign],
+            ..spec()
+        }),
         Some(issuer_not_found(
             "intenral",
             &names(&["internal", "public-acme"]),
@@ -202,6 +206,11 @@ fn examples() -> Vec<Option<Violation>> {
         Some(retries_exhausted(
             5,
             "Secret shop/web-tls: the server is currently unable to handle the request",
+        )),
+        Some(issuance_failed(
+            "kubernetes API, applying the Secret: secrets \"web-tls\" is forbidden: \
+             ValidatingAdmissionPolicy 'secrets-need-team' with binding 'secrets-need-team' \
+             denied request: Secrets need a team label (422 Invalid)",
         )),
     ]
 }

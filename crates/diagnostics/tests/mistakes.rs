@@ -7,7 +7,7 @@ use certflow_api::{
     ServiceCertificateSpec,
 };
 use certflow_diagnostics::{
-    MAX_MESSAGE_BYTES, Reason, Violation, diagnose, issuer_not_found, issuer_not_ready,
+    MAX_MESSAGE_BYTES, Reason, Violation, diagnose, issuance_failed, issuer_not_found, issuer_not_ready,
     retries_exhausted, secret_conflict, secret_owned_by_other,
 };
 
@@ -555,11 +555,36 @@ mistake!(a_ca_certificate_from_an_issuer_that_refuses_them_is_refused:
 
 mistake!(ca_usages_from_an_issuer_that_refuses_ca_certificates_are_refused:
     signer(ServiceCertificateSpec {
-        usages: vec![KeyUsage::DigitalSignature, KeyUsage::CertSign],
+        usages: vec![KeyUsage::DigitalSignature, KeyUsage::CrlSign],
         ..valid()
     })
-    => CANotAllowed at "spec.usages[1]", value "cert sign",
+    => CANotAllowed at "spec.usages[1]", value "crl sign",
     fix "remove \"cert sign\" and \"crl sign\" from spec.usages");
+
+mistake!(cert_sign_without_is_ca_is_refused_even_by_an_issuer_that_issues_ca_certificates:
+    signer_with(
+        ServiceCertificateSpec {
+            usages: vec![KeyUsage::DigitalSignature, KeyUsage::CertSign],
+            ..valid()
+        },
+        IssuerPolicy { allow_ca: Some(true), ..policy() },
+    )
+    => CertSignWithoutCA at "spec.usages[1]", value "cert sign",
+    fix "or set spec.isCA: true");
+
+#[test]
+fn a_ca_certificate_with_cert_sign_is_allowed_by_an_issuer_that_issues_them() {
+    let spec = ServiceCertificateSpec {
+        usages: vec![KeyUsage::CertSign, KeyUsage::CrlSign],
+        is_ca: Some(true),
+        ..valid()
+    };
+    let allowing = IssuerPolicy {
+        allow_ca: Some(true),
+        ..policy()
+    };
+    assert_eq!(signer_with(spec, allowing), None);
+}
 
 #[test]
 fn ca_usages_are_allowed_by_an_issuer_that_issues_ca_certificates() {
@@ -617,6 +642,11 @@ mistake!(exhausted_retries_quote_the_last_error:
     Some(retries_exhausted(5, "connection refused\n"))
     => RetriesExhausted at "", value "",
     fix "new attempt");
+
+mistake!(a_secret_refused_by_an_admission_policy_points_at_secret_template:
+    Some(issuance_failed("secrets \"payments-tls\" is forbidden: Secrets need a team label"))
+    => IssuanceFailed at "", value "",
+    fix "spec.secretTemplate can add the labels or annotations it asks for");
 
 #[test]
 fn a_private_key_pasted_into_dns_names_is_never_echoed() {

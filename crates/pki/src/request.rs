@@ -74,8 +74,9 @@ pub struct LeafRequest {
     /// Sets basicConstraints CA:TRUE (no path length limit); otherwise the
     /// certificate carries an explicit CA:FALSE.
     pub is_ca: bool,
-    /// Written as given, truncated to the second. This crate does not
-    /// backdate: the signer subtracts its clock-skew allowance before calling.
+    /// Written as given, truncated to the second. Nothing backdates it: the
+    /// signer passes its current time (and the watcher relies on that to
+    /// tell a just-written Secret; see `certflow-watcher`'s `decide`).
     pub not_before: SystemTime,
     /// Truncated to the second; must not be later than the CA's notAfter.
     pub not_after: SystemTime,

@@ -4,7 +4,7 @@
 /// Why a work item could not be finished this time.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kubernetes API, {action}: {source}")]
+    #[error("kubernetes API, {action}: {}", brief(source))]
     Kube {
         action: &'static str,
         #[source]
@@ -60,6 +60,16 @@ impl Error {
     }
 }
 
+/// The API server's own sentence for a refused request ("admission webhook
+/// ... denied the request: ...", 422 Invalid), without the `Status` dump that
+/// `kube::Error`'s Display appends: this text reaches app owners in Events.
+fn brief(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => format!("{} ({} {})", status.message, status.code, status.reason),
+        other => other.to_string(),
+    }
+}
+
 /// Conflicts, throttling, server errors and connection failures pass; a
 /// 4xx that is not a conflict or throttle means the request itself is wrong,
 /// but 401/403 are treated as transient too: RBAC being fixed by an operator
@@ -70,5 +80,27 @@ fn kube_error_is_transient(err: &kube::Error) -> bool {
             matches!(status.code, 401 | 403 | 409 | 429) || status.code >= 500
         }
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_request_reads_as_the_api_servers_sentence() {
+        let status = kube::core::Status {
+            code: 422,
+            reason: "Invalid".to_owned(),
+            message: "secrets \"web-tls\" is forbidden: Secrets need a team label".to_owned(),
+            ..Default::default()
+        };
+        let err = Error::kube("applying the Secret")(kube::Error::Api(Box::new(status)));
+        assert_eq!(
+            err.to_string(),
+            "kubernetes API, applying the Secret: secrets \"web-tls\" is forbidden: \
+             Secrets need a team label (422 Invalid)"
+        );
+        assert!(!err.is_transient());
     }
 }

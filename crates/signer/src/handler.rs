@@ -183,7 +183,11 @@ impl Handler {
         else {
             return Ok(());
         };
-        let violation = certflow_diagnostics::retries_exhausted(attempts, &error.to_string());
+        let violation = if error.is_transient() {
+            certflow_diagnostics::retries_exhausted(attempts, &error.to_string())
+        } else {
+            certflow_diagnostics::issuance_failed(&error.to_string())
+        };
         self.refuse(&scert, item, trace, violation)
             .await
             .map(|_| ())
