@@ -86,6 +86,9 @@ pub fn decide(scert: &ServiceCertificate, observed: Observed<'_>) -> Decision {
     };
     let secret_version = secret.resource_version().unwrap_or_default();
     if let Some(problem) = secret_problem(secret, &serial) {
+        if let Some(until) = status_catching_up(secret, generation, observed.now) {
+            return Decision::WaitUntil(until);
+        }
         return publish(
             Trigger::SecretInvalid,
             format!("{uid}/{generation}/repair/{secret_version}"),
@@ -136,6 +139,32 @@ fn secret_problem(secret: &Secret, serial: &str) -> Option<String> {
         }
         Ok(_) => None,
     }
+}
+
+/// How long a Secret may hold a newer certificate than status names before
+/// the watcher treats it as needing repair.
+const STATUS_WRITE_GRACE: Duration = Duration::from_secs(30);
+
+/// The signer writes the Secret first and status second. In between, the
+/// Secret holds an intact certificate for this generation that status does
+/// not name yet, and the signer's work item stays unacknowledged until
+/// status is written, so publishing a repair would only make the signer read
+/// both objects again. Until `STATUS_WRITE_GRACE` after the certificate's
+/// notBefore (the signer does not backdate), returns when to look again.
+fn status_catching_up(secret: &Secret, generation: i64, now: SystemTime) -> Option<SystemTime> {
+    let annotations = secret.annotations();
+    if annotations.get(labels::GENERATION)? != &generation.to_string() {
+        return None;
+    }
+    let found = certflow_pki::inspect(
+        secret_bytes(secret, TLS_CERT_KEY)?,
+        secret_bytes(secret, TLS_PRIVATE_KEY_KEY)?,
+        secret_bytes(secret, CA_CERT_KEY)?,
+    )
+    .ok()?;
+    let intact = found.key_matches && annotations.get(labels::SERIAL) == Some(&found.serial);
+    let until = found.not_before + STATUS_WRITE_GRACE;
+    (intact && now < until).then_some(until)
 }
 
 fn secret_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {

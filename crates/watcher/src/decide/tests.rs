@@ -6,7 +6,9 @@ use certflow_api::{
     ServiceCertificateStatus,
 };
 use certflow_proto::v1::Trigger;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use certflow_pki::{Authority, KeySpec, LeafRequest, PrivateKey};
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::*;
 
@@ -118,4 +120,108 @@ fn the_dedup_id_is_the_same_for_every_watcher_that_sees_the_same_situation() {
         decide(&scert(), observed(now)),
         decide(&scert(), observed(now + Duration::from_secs(5)))
     );
+}
+
+/// A managed Secret as the signer writes it for generation 3, holding a
+/// certificate issued at `issued`; returns it with the certificate's serial.
+fn issued_secret(issued: SystemTime) -> (Secret, String) {
+    let (authority, _) =
+        Authority::generate("test CA", KeySpec::EcdsaP256, Duration::from_secs(86_400))
+            .expect("CA");
+    let key = PrivateKey::generate(KeySpec::EcdsaP256).expect("key");
+    let request = LeafRequest {
+        dns_names: vec!["web.shop.svc".into()],
+        ..LeafRequest::new(issued, issued + Duration::from_secs(3600))
+    };
+    let cert = authority.issue(&request, &key).expect("issue");
+    let data = [
+        (TLS_CERT_KEY, cert.chain_pem.clone()),
+        (TLS_PRIVATE_KEY_KEY, key.to_pkcs8_pem()),
+        (CA_CERT_KEY, authority.cert_pem().to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+    .collect();
+    let annotations = [
+        (labels::SERIAL.to_owned(), cert.serial.clone()),
+        (labels::GENERATION.to_owned(), "3".to_owned()),
+    ]
+    .into();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("web-tls".into()),
+            resource_version: Some("7".into()),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        data: Some(data),
+        ..Secret::default()
+    };
+    (secret, cert.serial)
+}
+
+#[test]
+fn a_renewed_secret_whose_status_is_still_being_written_is_left_to_the_signer() {
+    // Status names serial "abc"; the Secret already holds the renewal.
+    let issued = SystemTime::now() - Duration::from_secs(2);
+    let scert = ready(scert(), issued + Duration::from_secs(3600));
+    let (secret, _) = issued_secret(issued);
+    let seen = Observed {
+        secret: Some(&secret),
+        ..observed(issued + Duration::from_secs(1))
+    };
+    match decide(&scert, seen) {
+        Decision::WaitUntil(at) => assert!(
+            at > issued && at <= issued + Duration::from_secs(31),
+            "looks again shortly after the grace"
+        ),
+        other => panic!("expected to wait for the status write, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_secret_status_never_caught_up_with_is_repaired_after_the_grace() {
+    let issued = SystemTime::now() - Duration::from_secs(120);
+    let scert = ready(scert(), issued + Duration::from_secs(3600));
+    let (secret, _) = issued_secret(issued);
+    let seen = Observed {
+        secret: Some(&secret),
+        ..observed(SystemTime::now())
+    };
+    assert_eq!(
+        trigger(&decide(&scert, seen)),
+        Some(Trigger::SecretInvalid)
+    );
+}
+
+#[test]
+fn a_secret_for_an_older_generation_is_repaired_at_once() {
+    let now = SystemTime::now();
+    let scert = ready(scert(), now + Duration::from_secs(3600));
+    let (mut secret, _) = issued_secret(now);
+    secret
+        .annotations_mut()
+        .insert(labels::GENERATION.to_owned(), "2".to_owned());
+    let seen = Observed {
+        secret: Some(&secret),
+        ..observed(now)
+    };
+    assert_eq!(
+        trigger(&decide(&scert, seen)),
+        Some(Trigger::SecretInvalid)
+    );
+}
+
+#[test]
+fn an_intact_secret_status_names_is_waited_on_until_renewal() {
+    let now = SystemTime::now();
+    let renewal = now + Duration::from_secs(3600);
+    let mut scert = ready(scert(), renewal);
+    let (secret, serial) = issued_secret(now - Duration::from_secs(5));
+    scert.status.as_mut().expect("status").serial_number = Some(serial);
+    let seen = Observed {
+        secret: Some(&secret),
+        ..observed(now)
+    };
+    assert!(matches!(decide(&scert, seen), Decision::WaitUntil(_)));
 }
