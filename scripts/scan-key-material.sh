@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Scans every log the end-to-end suite left under a test-environment root
-# (service logs, control-plane logs, and the API server's audit log of every
-# Event and certflow status written) for private-key material: PEM headers,
-# their base64 form, and the DER openings of PKCS#8 keys of every algorithm
-# certflow issues. `make test` runs it on target/testenv after the tests.
+# (service logs, saved /metrics scrapes, control-plane logs, and the API
+# server's audit log of every Event and certflow status written) for
+# private-key material: PEM headers, their base64 form, and the DER openings
+# of PKCS#8 keys of every algorithm certflow issues. `make test` runs it on
+# target/testenv after the tests.
 #
 # usage: scripts/scan-key-material.sh <root>
 set -euo pipefail
@@ -53,9 +54,10 @@ if [[ ! -d $root ]]; then
   exit 1
 fi
 logs=$(find "$root" -name '*.log' | wc -l)
+metrics=$(find "$root" -name '*.metrics.log' | wc -l)
 written=$(cat $(find "$root" -name audit.log) /dev/null | grep -c '"resource":"events"' || true)
-if (( logs == 0 || written == 0 )); then
-  echo "scan-key-material: nothing to scan under $root ($logs logs, $written Event writes audited)" >&2
+if (( logs == 0 || metrics == 0 || written == 0 )); then
+  echo "scan-key-material: nothing to scan under $root ($logs logs, $metrics metrics scrapes, $written Event writes audited)" >&2
   exit 1
 fi
 
@@ -66,4 +68,4 @@ if [[ -n $found ]]; then
   cut -d: -f1,2 <<<"$found" | sort -u >&2
   exit 1
 fi
-echo "scan-key-material: no key material in $logs logs ($written Event writes audited) under $root"
+echo "scan-key-material: no key material in $logs logs ($metrics of them metrics scrapes, $written Event writes audited) under $root"

@@ -211,5 +211,6 @@ async fn every_certificate_ends_issued_or_reported_while_every_component_is_kill
     assert!(exited.is_empty(), "{exited:?} exited ({replay})");
     let panics = panics(&services);
     assert!(panics.is_empty(), "panics ({replay}): {panics:#?}");
+    services.save_metrics().await;
     services.stop();
 }
