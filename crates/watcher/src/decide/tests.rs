@@ -160,16 +160,20 @@ fn issued_secret(issued: SystemTime) -> (Secret, String) {
     (secret, cert.serial)
 }
 
+fn seeing(secret: &Secret, now: SystemTime) -> Observed<'_> {
+    Observed {
+        secret: Some(secret),
+        ..observed(now)
+    }
+}
+
 #[test]
 fn a_renewed_secret_whose_status_is_still_being_written_is_left_to_the_signer() {
     // Status names serial "abc"; the Secret already holds the renewal.
     let issued = SystemTime::now() - Duration::from_secs(2);
     let scert = ready(scert(), issued + Duration::from_secs(3600));
     let (secret, _) = issued_secret(issued);
-    let seen = Observed {
-        secret: Some(&secret),
-        ..observed(issued + Duration::from_secs(1))
-    };
+    let seen = seeing(&secret, issued + Duration::from_secs(1));
     match decide(&scert, seen) {
         Decision::WaitUntil(at) => assert!(
             at > issued && at <= issued + Duration::from_secs(31),
@@ -184,10 +188,7 @@ fn a_secret_status_never_caught_up_with_is_repaired_after_the_grace() {
     let issued = SystemTime::now() - Duration::from_secs(120);
     let scert = ready(scert(), issued + Duration::from_secs(3600));
     let (secret, _) = issued_secret(issued);
-    let seen = Observed {
-        secret: Some(&secret),
-        ..observed(SystemTime::now())
-    };
+    let seen = seeing(&secret, SystemTime::now());
     assert_eq!(
         trigger(&decide(&scert, seen)),
         Some(Trigger::SecretInvalid)
@@ -202,10 +203,7 @@ fn a_secret_for_an_older_generation_is_repaired_at_once() {
     secret
         .annotations_mut()
         .insert(labels::GENERATION.to_owned(), "2".to_owned());
-    let seen = Observed {
-        secret: Some(&secret),
-        ..observed(now)
-    };
+    let seen = seeing(&secret, now);
     assert_eq!(
         trigger(&decide(&scert, seen)),
         Some(Trigger::SecretInvalid)
@@ -219,9 +217,6 @@ fn an_intact_secret_status_names_is_waited_on_until_renewal() {
     let mut scert = ready(scert(), renewal);
     let (secret, serial) = issued_secret(now - Duration::from_secs(5));
     scert.status.as_mut().expect("status").serial_number = Some(serial);
-    let seen = Observed {
-        secret: Some(&secret),
-        ..observed(now)
-    };
+    let seen = seeing(&secret, now);
     assert!(matches!(decide(&scert, seen), Decision::WaitUntil(_)));
 }
