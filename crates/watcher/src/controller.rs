@@ -124,6 +124,10 @@ pub async fn run(
         metrics,
         published: Mutex::default(),
     });
+    // A second watch of managed Secrets (and of CAs) next to the caches':
+    // kube-runtime 5's shared reflector (`store_shared` + `subscribe`)
+    // would save it, but dispatches applies only, never deletes, and a
+    // deleted Secret must trigger its ServiceCertificate at once.
     let reconciling = controller
         .watches(
             scoped::<Secret>(client.clone(), namespace),
