@@ -23,8 +23,8 @@ use certflow_e2e::eventually;
 use certflow_e2e::fixtures::create_generated_ca;
 use certflow_e2e::tenant::Tenant;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
 use kube::ResourceExt as _;
+use kube::api::{Api, ListParams, PostParams};
 
 const WAIT: Duration = Duration::from_secs(90);
 

@@ -14,8 +14,8 @@ use certflow_e2e::tenant::Tenant;
 use certflow_pki::Inspection;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::ResourceExt as _;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 
 const WAIT: Duration = Duration::from_secs(90);
 

@@ -341,7 +341,8 @@ async fn a_secret_an_admission_policy_refuses_is_reported_once_with_the_policys_
         .await
         .expect("add the label");
     fx.ready_reason("unlabelled", "Issued").await;
-    let secret = fx.secrets()
+    let secret = fx
+        .secrets()
         .get("unlabelled-tls")
         .await
         .expect("the Secret");

@@ -16,8 +16,8 @@ use certflow_proto::v1::{EventType, Failed, Outcome, SCHEMA_VERSION, outcome};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::ResourceExt as _;
+use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -488,11 +488,11 @@ async fn a_thousand_repeats_leave_one_event_per_object_with_a_growing_count_with
         recipients.push(fx.uid_of_pod(pod).await);
     }
     recipients.push(scert.uid().expect("uid"));
-    let deployment =
-        fx.api::<k8s_openapi::api::apps::v1::Deployment>()
-            .get("api")
-            .await
-            .expect("Deployment");
+    let deployment = fx
+        .api::<k8s_openapi::api::apps::v1::Deployment>()
+        .get("api")
+        .await
+        .expect("Deployment");
     recipients.push(deployment.uid().expect("uid"));
 
     // Every write from here on, as the API server sees it.
@@ -701,11 +701,11 @@ async fn a_second_reporter_knows_the_active_failures_and_continues_the_same_even
         .await;
     let scert = fx.scerts().get("pay").await.expect("ServiceCertificate");
     let pod_uid = fx.uid_of_pod(&pods[0]).await;
-    let deployment =
-        fx.api::<k8s_openapi::api::apps::v1::Deployment>()
-            .get("pay")
-            .await
-            .expect("Deployment");
+    let deployment = fx
+        .api::<k8s_openapi::api::apps::v1::Deployment>()
+        .get("pay")
+        .await
+        .expect("Deployment");
     let recipients = [
         pod_uid.clone(),
         scert.uid().expect("uid"),

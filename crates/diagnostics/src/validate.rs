@@ -260,7 +260,10 @@ pub fn validate_spec(spec: &ServiceCertificateSpec) -> Vec<Violation> {
     if let Some(key) = &spec.private_key {
         found.extend(invalid_key_size(key.algorithm, key.size));
     }
-    found.extend(cert_sign_without_ca(&spec.usages, spec.is_ca.unwrap_or(false)));
+    found.extend(cert_sign_without_ca(
+        &spec.usages,
+        spec.is_ca.unwrap_or(false),
+    ));
     if let Some(template) = &spec.secret_template {
         found.extend(invalid_secret_template(template));
     }

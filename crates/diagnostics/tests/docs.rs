@@ -7,8 +7,8 @@ use certflow_api::{
     IssuerPolicy, KeyAlgorithm, KeyUsage, PrivateKeySpec, SecretTemplate, ServiceCertificateSpec,
 };
 use certflow_diagnostics::{
-    Reason, Violation, diagnose, issuance_failed, issuer_not_found, issuer_not_ready, retries_exhausted,
-    secret_conflict, secret_owned_by_other,
+    Reason, Violation, diagnose, issuance_failed, issuer_not_found, issuer_not_ready,
+    retries_exhausted, secret_conflict, secret_owned_by_other,
 };
 
 const ERRORS_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/errors.md");

@@ -7,8 +7,8 @@ use certflow_api::{
     ServiceCertificateSpec,
 };
 use certflow_diagnostics::{
-    MAX_MESSAGE_BYTES, Reason, Violation, diagnose, issuance_failed, issuer_not_found, issuer_not_ready,
-    retries_exhausted, secret_conflict, secret_owned_by_other,
+    MAX_MESSAGE_BYTES, Reason, Violation, diagnose, issuance_failed, issuer_not_found,
+    issuer_not_ready, retries_exhausted, secret_conflict, secret_owned_by_other,
 };
 
 const NAMESPACE: &str = "default";

@@ -65,7 +65,9 @@ impl Error {
 /// `kube::Error`'s Display appends: this text reaches app owners in Events.
 fn brief(err: &kube::Error) -> String {
     match err {
-        kube::Error::Api(status) => format!("{} ({} {})", status.message, status.code, status.reason),
+        kube::Error::Api(status) => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
         other => other.to_string(),
     }
 }

@@ -5,8 +5,8 @@ use certflow_api::{
     Condition, ConditionStatus, ServiceCertificate, ServiceCertificateSpec,
     ServiceCertificateStatus,
 };
-use certflow_proto::v1::Trigger;
 use certflow_pki::{Authority, KeySpec, LeafRequest, PrivateKey};
+use certflow_proto::v1::Trigger;
 use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
@@ -189,10 +189,7 @@ fn a_secret_status_never_caught_up_with_is_repaired_after_the_grace() {
     let scert = ready(scert(), issued + Duration::from_secs(3600));
     let (secret, _) = issued_secret(issued);
     let seen = seeing(&secret, SystemTime::now());
-    assert_eq!(
-        trigger(&decide(&scert, seen)),
-        Some(Trigger::SecretInvalid)
-    );
+    assert_eq!(trigger(&decide(&scert, seen)), Some(Trigger::SecretInvalid));
 }
 
 #[test]
@@ -204,10 +201,7 @@ fn a_secret_for_an_older_generation_is_repaired_at_once() {
         .annotations_mut()
         .insert(labels::GENERATION.to_owned(), "2".to_owned());
     let seen = seeing(&secret, now);
-    assert_eq!(
-        trigger(&decide(&scert, seen)),
-        Some(Trigger::SecretInvalid)
-    );
+    assert_eq!(trigger(&decide(&scert, seen)), Some(Trigger::SecretInvalid));
 }
 
 #[test]
