@@ -27,6 +27,10 @@ use crate::metrics::Metrics;
 /// How long in-flight reconciles may take after shutdown was requested.
 const RECONCILE_DRAIN: Duration = Duration::from_secs(10);
 
+/// ServiceCertificates the cache may hand the controller ahead of it; past
+/// this, the cache's watch waits for the controller to catch up.
+const TRIGGER_BUFFER: usize = 1024;
+
 /// Settings of the reconcile loop.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -104,16 +108,33 @@ pub async fn run(
 
     // The controller's own cache, without managedFields: at 10,000
     // ServiceCertificates they are about 40 % of its size.
-    let (store, scert_writer) = reflector::store();
-    let scerts = watcher(
+    //
+    // Its trigger is the cache's subscription, not `applied_objects()`. On a
+    // re-list (after the API server expired the watch), `applied_objects()`
+    // yields each listed object before the reflector swaps the whole list
+    // into the store; kube's Controller then drops an object it cannot find
+    // in the store ("not found in local store") and never comes back to it,
+    // so a ServiceCertificate created during the watch gap got no work item
+    // (found by the chaos test, seed 1). The subscription yields live
+    // changes and, once a (re-)list is complete, every stored object.
+    let (store, scert_writer) = reflector::store_shared(TRIGGER_BUFFER);
+    let triggers = scert_writer
+        .subscribe()
+        .expect("a shared store can be subscribed to");
+    let scert_cache = watcher(
         scoped::<ServiceCertificate>(client.clone(), namespace),
         watcher::Config::default(),
     )
     .default_backoff()
     .modify(forget_managed_fields)
-    .reflect(scert_writer)
-    .applied_objects();
-    let controller = Controller::for_stream(scerts, store.clone()).with_config(
+    .reflect_shared(scert_writer)
+    .for_each(|event| async move {
+        if let Err(err) = event {
+            warn!(error = %err, "ServiceCertificate watch failed; retrying with backoff");
+        }
+    });
+    tokio::spawn(scert_cache);
+    let controller = Controller::for_shared_stream(triggers, store.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(settings.concurrency),
     );
     let context = Arc::new(Context {
