@@ -139,6 +139,14 @@ async fn undecodable_work_and_outcomes_are_dead_lettered_counted_and_do_not_bloc
         .topology
         .outcome_subject(fx.namespace(), "garbage")
         .expect("subject");
+    // The services create the streams as they start, which Fixture::start
+    // does not wait for; a publish before that is refused.
+    for stream in [fx.topology.work_stream(), fx.topology.outcome_stream()] {
+        eventually(&format!("stream {stream} to exist"), WAIT, || async {
+            fx.js.get_stream(&stream).await.ok().map(|_| ())
+        })
+        .await;
+    }
     // Not protobuf: a field tag of 0 is never valid.
     let garbage = b"\x00\x00not a work item";
     for subject in [&work, &outcome] {
