@@ -2,9 +2,9 @@
 //! delivery, ends after a bounded number of deliveries in the dead-letter
 //! stream, is counted, is reported to its owner where it names one, and
 //! never holds up the work behind it. One that fails in a way no retry
-//! fixes (an admission policy refusing the Secret) ends on its first. Services run with a short retry
-//! schedule (`--bus-max-deliver=3 --bus-retry-delays=200ms`), the same flags
-//! an operator would set.
+//! fixes (an admission policy refusing the Secret) ends on its first.
+//! Services run with a short retry schedule (`--bus-max-deliver=3
+//! --bus-retry-delays=200ms`), the same flags an operator would set.
 
 use std::ops::Deref;
 use std::time::Duration;
