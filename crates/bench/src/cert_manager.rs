@@ -29,6 +29,7 @@ use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::{Client, ResourceExt as _};
 
+use crate::poll::{self, Look};
 use crate::process::peak_rss_bytes;
 use crate::scenarios::Tracker;
 use crate::{scenarios, stats};
@@ -262,19 +263,17 @@ async fn wait_until_ready(
     name: &str,
     controller: &mut ManagedProcess,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
+    poll::until(START_TIMEOUT, Duration::from_millis(100), async || {
         controller.check_running()?;
         if api.get_opt(name).await?.is_some_and(|o| is_ready(&o)) {
-            return Ok(());
+            return Ok(Look::Done(()));
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{} {name} was not Ready within {START_TIMEOUT:?}",
+        Ok(Look::NotYet(format!(
+            "{} {name} was not Ready",
             api.resource_url()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        )))
+    })
+    .await
 }
 
 /// Creates `count` Certificates like certflow's burst creates

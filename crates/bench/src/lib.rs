@@ -7,6 +7,7 @@
 
 pub mod apiserver;
 pub mod cert_manager;
+pub mod poll;
 pub mod process;
 pub mod scale;
 pub mod scenarios;

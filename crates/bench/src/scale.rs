@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 
 use crate::apiserver::{Counted, RequestCounts};
+use crate::poll::{self, Look};
 use crate::process::{ensure_running, peak_rss_of};
 use crate::scenarios::{spec, track_ready};
 
@@ -265,21 +266,19 @@ async fn idle_window(
 }
 
 async fn wait_for_first_publish(services: &mut Services, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    poll::until(timeout, Duration::from_millis(20), async || {
         ensure_running(services)?;
         if let Some(watcher) = &services.watcher
             && watcher.metric_sum(WORK_ITEMS_PUBLISHED).await > 0.0
         {
-            return Ok(());
+            return Ok(Look::Done(()));
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the restarted watcher published nothing in {timeout:?}\n{}",
+        Ok(Look::NotYet(format!(
+            "the restarted watcher published nothing\n{}",
             services.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        )))
+    })
+    .await
 }
 
 /// Lists `api` page by page and adds up the objects' JSON sizes.

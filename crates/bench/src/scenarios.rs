@@ -20,6 +20,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
 
+use crate::poll::{self, Look};
 use crate::process::ensure_running;
 use crate::stats::Percentiles;
 
@@ -80,19 +81,15 @@ impl Tracker {
         timeout: Duration,
         services: &mut Services,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        poll::until(timeout, Duration::from_millis(20), async || {
             let have = self.len();
             if have >= count {
-                return Ok(());
+                return Ok(Look::Done(()));
             }
             ensure_running(services)?;
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "only {have} of {count} reached in {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            Ok(Look::NotYet(format!("only {have} of {count} reached")))
+        })
+        .await
     }
 }
 
@@ -236,24 +233,27 @@ pub async fn latency(env: &TestEnv, rate: u32, duration: Duration) -> anyhow::Re
         .try_collect::<Vec<_>>()
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let pod_of_app = loop {
-        ensure_running(&mut services)?;
-        let list = pods.list(&ListParams::default()).await?;
-        if list.items.len() >= total {
-            break list
-                .items
-                .iter()
-                .filter_map(|pod| Some((pod.labels().get("app")?.clone(), pod.name_any())))
-                .collect::<HashMap<String, String>>();
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {total} Pods were created",
-            list.items.len()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let pod_of_app = poll::until(
+        Duration::from_secs(600),
+        Duration::from_millis(500),
+        async || {
+            ensure_running(&mut services)?;
+            let list = pods.list(&ListParams::default()).await?;
+            if list.items.len() < total {
+                let created = list.items.len();
+                return Ok(Look::NotYet(format!(
+                    "only {created} of {total} Pods were created"
+                )));
+            }
+            Ok(Look::Done(
+                list.items
+                    .iter()
+                    .filter_map(|pod| Some((pod.labels().get("app")?.clone(), pod.name_any())))
+                    .collect::<HashMap<String, String>>(),
+            ))
+        },
+    )
+    .await?;
 
     let ready = track_ready(client.clone(), &ns);
     let warnings = track_pod_warnings(client.clone(), &ns);
