@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use certflow_proto::v1::report_request::Regarding;
 use certflow_proto::v1::reporter_server::{Reporter as ReporterApi, ReporterServer};
@@ -193,8 +194,14 @@ pub fn status(err: &Error) -> Status {
     }
 }
 
-/// Binds `addr` and serves the `Reporter` service until `shutdown`; returns
-/// the address bound and the server task.
+/// How long in-flight Report calls may take after `shutdown`.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Binds `addr` and serves the `Reporter` service until `shutdown`, then
+/// gives in-flight calls [`DRAIN`]; returns the address bound and the server
+/// task. (tonic's graceful stop also waits for idle client connections to
+/// close, which a caller holding a channel open never does; after the drain
+/// the server is dropped with them.)
 pub async fn serve(
     addr: SocketAddr,
     service: ReportService,
@@ -203,10 +210,23 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .add_service(ReporterServer::new(service))
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
-            .await
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener),
+                shutdown.clone().cancelled_owned(),
+            );
+        let drained = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN).await;
+        };
+        tokio::select! {
+            result = server => result,
+            () = drained => {
+                info!(drain = ?DRAIN, "gRPC clients still connected; closing");
+                Ok(())
+            }
+        }
     });
     info!(%local_addr, "serving certflow.v1.Reporter");
     Ok((local_addr, task))

@@ -75,9 +75,6 @@ struct Args {
     series_interval: Duration,
 }
 
-/// How long in-flight Report calls may take after SIGTERM.
-const GRPC_DRAIN: Duration = Duration::from_secs(5);
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -88,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let shutdown = service.shutdown().clone();
-    let client = certflow_runtime::kube_client::connect(service.args()).await?;
+    let client = service.connect_kube().await?;
     let nats = service.connect_nats().await?;
     let js = async_nats::jetstream::new(nats);
     let topology = service.topology()?;
@@ -188,12 +185,7 @@ async fn main() -> anyhow::Result<()> {
     let drained = shutdown
         .drain(async {
             let _ = run.await;
-            // tonic's graceful stop also waits for idle client connections
-            // to close, which a caller holding a channel open never does:
-            // in-flight calls get GRPC_DRAIN, then the server is left behind.
-            if tokio::time::timeout(GRPC_DRAIN, grpc_server).await.is_err() {
-                tracing::info!(?GRPC_DRAIN, "gRPC clients still connected; closing");
-            }
+            let _ = grpc_server.await;
             flusher_stop.cancel();
             let _ = flusher.await;
         })

@@ -116,6 +116,12 @@ impl Service {
         self.args.topology()
     }
 
+    /// Connects to the Kubernetes API with this service's client limit (see
+    /// [`crate::kube_client::connect`]).
+    pub async fn connect_kube(&self) -> Result<kube::Client, RuntimeError> {
+        crate::kube_client::connect(&self.args).await
+    }
+
     /// Connects to NATS (see [`crate::connect_nats`]) as this service.
     pub async fn connect_nats(&self) -> Result<Client, RuntimeError> {
         crate::connect_nats(&self.args, self.name, &self.health, &self.shutdown).await

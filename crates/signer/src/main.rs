@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         &[NATS_DEPENDENCY, KUBERNETES_DEPENDENCY],
     )
     .await?;
-    let client = certflow_runtime::kube_client::connect(service.args()).await?;
+    let client = service.connect_kube().await?;
     let nats = service.connect_nats().await?;
     let js = async_nats::jetstream::new(nats);
     let topology = service.topology()?;
