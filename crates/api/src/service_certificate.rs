@@ -25,6 +25,12 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(2_160 * 3_600);
 /// watch a renewal happen; production certificates should live for days.
 pub const MIN_DURATION: Duration = Duration::from_secs(60);
 
+/// How far before the moment of issue a certificate's notBefore is set, so a
+/// peer whose clock runs a little behind the signer's already accepts it.
+/// Never earlier than the issuing CA's own notBefore; notAfter is still the
+/// moment of issue plus `spec.duration`.
+pub const NOT_BEFORE_BACKDATE: Duration = Duration::from_secs(5 * 60);
+
 /// What certificate to issue, and into which Secret.
 // Each printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a
 // duplicated attribute.
