@@ -9,11 +9,15 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, DnValue, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::oid_registry::{OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_NAME_CONSTRAINTS};
+use x509_parser::x509::X509Name;
 
+use crate::constraints::NAME_CONSTRAINTS_OID;
 use crate::encoding::{
     CERTIFICATE_LABEL, add, certificate_ders, certificate_pem, display_time, fingerprint,
     parse_certificate, serial_hex, to_offset_date_time, to_system_time,
@@ -71,6 +75,7 @@ pub struct Authority {
     chain_pem: String,
     serial: String,
     fingerprint: String,
+    not_before: SystemTime,
     not_after: SystemTime,
     not_after_unix: i64,
 }
@@ -148,6 +153,7 @@ impl Authority {
         if certificate.public_key().subject_public_key.data.as_ref() != key.public_key_bits() {
             return Err(PkiError::AuthorityKeyMismatch { subject });
         }
+        let not_before = to_system_time(certificate.validity().not_before.timestamp())?;
         let not_after_unix = certificate.validity().not_after.timestamp();
         let not_after = to_system_time(not_after_unix)?;
         let serial = serial_hex(certificate.raw_serial());
@@ -171,6 +177,7 @@ impl Authority {
             cert_der,
             chain_pem,
             serial,
+            not_before,
             not_after,
             not_after_unix,
         })
@@ -208,6 +215,11 @@ impl Authority {
         self.key_spec
     }
 
+    /// The CA certificate's notBefore.
+    pub fn not_before(&self) -> SystemTime {
+        self.not_before
+    }
+
     /// The CA certificate's notAfter. Leaves may not outlive it.
     pub fn not_after(&self) -> SystemTime {
         self.not_after
@@ -215,9 +227,13 @@ impl Authority {
 
     /// Signs a certificate for `key`'s public half. The certificate gets a
     /// random 128-bit serial, the subject CN if one is given, the requested
-    /// SANs and usages, basicConstraints (CA:TRUE only if asked), and subject
-    /// and authority key identifiers so chains build unambiguously across CA
-    /// rotations.
+    /// SANs and usages, basicConstraints, and subject and authority key
+    /// identifiers so chains build unambiguously across CA rotations.
+    ///
+    /// A CA certificate (`request.is_ca`) gets CA:TRUE with
+    /// pathLenConstraint 0 and a critical nameConstraints extension from
+    /// `request.name_constraints`; without them it is refused with
+    /// [`PkiError::CaWithoutNameConstraints`]. Leaves get CA:FALSE.
     pub fn issue(&self, request: &LeafRequest, key: &PrivateKey) -> Result<Issued, PkiError> {
         let common_name = request
             .common_name
@@ -226,6 +242,7 @@ impl Authority {
         if common_name.is_none() && !request.has_subject_alt_names() {
             return Err(PkiError::NoSubject);
         }
+        let (is_ca, name_constraints) = ca_constraints(request)?;
 
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -241,13 +258,8 @@ impl Authority {
             .iter()
             .map(|u| u.to_rcgen())
             .collect();
-        // ExplicitNoCa rather than NoCa: rcgen only writes the subject key
-        // identifier alongside basicConstraints.
-        params.is_ca = if request.is_ca {
-            IsCa::Ca(BasicConstraints::Unconstrained)
-        } else {
-            IsCa::ExplicitNoCa
-        };
+        params.is_ca = is_ca;
+        params.custom_extensions.extend(name_constraints);
         params.use_authority_key_identifier_extension = true;
         let serial = random_serial()?;
         params.serial_number = Some(serial.clone());
@@ -273,6 +285,62 @@ impl Authority {
             not_after: to_system_time(not_after)?,
         })
     }
+
+    /// Certifies `newer`, the CA that is to replace this one, so that trust
+    /// survives the rotation: a leaf `newer` signed, served as
+    /// `leaf + cross_sign`, chains to this CA for clients that trust only
+    /// this CA, and stops at `newer` for clients that already trust it.
+    ///
+    /// The certificate carries `newer`'s subject, public key and subject key
+    /// identifier, which is how leaves name their issuer; is issued by this
+    /// CA under its key identifier; and keeps the limits `newer`'s own
+    /// certificate has (pathLenConstraint, nameConstraints,
+    /// extendedKeyUsage), so the second path never grants more than the
+    /// first. It is valid for `newer`'s validity, cut short at this CA's
+    /// notAfter; if nothing is left, [`PkiError::CrossSignOutsideValidity`].
+    /// Returns the certificate as PEM.
+    pub fn cross_sign(&self, newer: &Authority) -> Result<String, PkiError> {
+        let newer_certificate = parse_certificate(&newer.cert_der, "CA certificate to cross-sign")?;
+        let not_after = newer.not_after.min(self.not_after);
+        if not_after <= newer.not_before {
+            return Err(PkiError::CrossSignOutsideValidity {
+                subject: newer.subject.clone(),
+                not_before: display_time(newer.not_before),
+                authority_not_after: display_time(self.not_after),
+            });
+        }
+        let mismatch = |part| PkiError::CrossSignMismatch {
+            subject: newer.subject.clone(),
+            part,
+        };
+
+        let mut params = CertificateParams::default();
+        params.distinguished_name =
+            distinguished_name(newer_certificate.subject()).ok_or_else(|| mismatch("subject"))?;
+        params.is_ca = IsCa::Ca(path_length(&newer_certificate));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.key_identifier_method = subject_key_identifier(&newer_certificate);
+        params.use_authority_key_identifier_extension = true;
+        params.custom_extensions = restrictions(&newer_certificate);
+        params.serial_number = Some(random_serial()?);
+        set_validity(&mut params, newer.not_before, not_after)?;
+
+        let cross = params
+            .signed_by(newer.issuer.key(), &self.issuer)
+            .map_err(|source| PkiError::Signing { source })?;
+        let cross_certificate = parse_certificate(cross.der(), "cross-signed certificate")?;
+        if cross_certificate.subject().as_raw() != newer_certificate.subject().as_raw() {
+            return Err(mismatch("subject"));
+        }
+        if cross_certificate.public_key().raw != newer_certificate.public_key().raw {
+            return Err(mismatch("public key"));
+        }
+        Ok(certificate_pem(cross.der()))
+    }
 }
 
 impl fmt::Debug for Authority {
@@ -285,6 +353,7 @@ impl fmt::Debug for Authority {
             .field("subject", &self.subject)
             .field("serial", &self.serial)
             .field("fingerprint", &self.fingerprint)
+            .field("not_before", &display_time(self.not_before))
             .field("not_after", &display_time(self.not_after))
             .field("key", &key)
             .finish_non_exhaustive()
@@ -324,6 +393,110 @@ fn lacks_key_cert_sign(certificate: &X509Certificate<'_>) -> Option<&'static str
         }
         Ok(_) => None,
     }
+}
+
+/// basicConstraints for the request, and for a CA its nameConstraints
+/// extension. pathLenConstraint 0: a tenant's CA signs leaves, never another
+/// CA, so the constraints below cannot be escaped through a deeper chain.
+fn ca_constraints(request: &LeafRequest) -> Result<(IsCa, Option<CustomExtension>), PkiError> {
+    if !request.is_ca {
+        // ExplicitNoCa rather than NoCa: rcgen only writes the subject key
+        // identifier alongside basicConstraints.
+        return Ok((IsCa::ExplicitNoCa, None));
+    }
+    let name_constraints = request
+        .name_constraints
+        .as_ref()
+        .ok_or(PkiError::CaWithoutNameConstraints)?;
+    Ok((
+        IsCa::Ca(BasicConstraints::Constrained(0)),
+        Some(name_constraints.to_extension()?),
+    ))
+}
+
+/// rcgen's [`DistinguishedName`] for a parsed name, attribute by attribute,
+/// keeping each value's string type so the DER comes out the same. rcgen
+/// does this for issuers but does not expose it. `None` for names it cannot
+/// hold (multi-valued RDNs, other string types); the caller still compares
+/// the result byte for byte.
+fn distinguished_name(name: &X509Name<'_>) -> Option<DistinguishedName> {
+    use rcgen::string::{BmpString, UniversalString};
+    use x509_parser::der_parser::asn1_rs::Tag;
+
+    let mut distinguished = DistinguishedName::new();
+    for rdn in name.iter() {
+        let [attribute] = rdn.iter().collect::<Vec<_>>()[..] else {
+            return None;
+        };
+        let oid: Vec<u64> = attribute.attr_type().iter()?.collect();
+        let data = attribute.attr_value().data;
+        let text = || std::str::from_utf8(data).ok();
+        let value = match attribute.attr_value().header.tag() {
+            Tag::BmpString => DnValue::BmpString(BmpString::from_utf16be(data.to_vec()).ok()?),
+            Tag::Ia5String => DnValue::Ia5String(text()?.try_into().ok()?),
+            Tag::PrintableString => DnValue::PrintableString(text()?.try_into().ok()?),
+            Tag::T61String => DnValue::TeletexString(text()?.try_into().ok()?),
+            Tag::UniversalString => {
+                DnValue::UniversalString(UniversalString::from_utf32be(data.to_vec()).ok()?)
+            }
+            Tag::Utf8String => DnValue::Utf8String(text()?.to_owned()),
+            _ => return None,
+        };
+        distinguished.push(DnType::from_oid(&oid), value);
+    }
+    Some(distinguished)
+}
+
+/// The CA's own pathLenConstraint, carried over to a certificate for the same
+/// key. [`Authority::assemble`] has refused unreadable basicConstraints;
+/// were that to change, this falls towards the narrower path.
+fn path_length(certificate: &X509Certificate<'_>) -> BasicConstraints {
+    match certificate.basic_constraints() {
+        Ok(Some(constraints)) => match constraints.value.path_len_constraint {
+            // Longer than any chain a verifier builds: as good as unlimited,
+            // without claiming to be.
+            Some(length) => BasicConstraints::Constrained(u8::try_from(length).unwrap_or(u8::MAX)),
+            None => BasicConstraints::Unconstrained,
+        },
+        _ => BasicConstraints::Constrained(0),
+    }
+}
+
+/// The key identifier a CA's leaves name it by: its subjectKeyIdentifier, or
+/// without one the truncated SHA-256 rcgen's [`Issuer`] falls back to.
+fn subject_key_identifier(certificate: &X509Certificate<'_>) -> KeyIdMethod {
+    certificate
+        .extensions()
+        .iter()
+        .find_map(|extension| match extension.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(identifier) => {
+                Some(KeyIdMethod::PreSpecified(identifier.0.to_vec()))
+            }
+            _ => None,
+        })
+        .unwrap_or(KeyIdMethod::Sha256)
+}
+
+/// The extensions that narrow what a CA may certify, copied verbatim with
+/// their criticality.
+fn restrictions(certificate: &X509Certificate<'_>) -> Vec<CustomExtension> {
+    const EXTENDED_KEY_USAGE_OID: [u64; 4] = [2, 5, 29, 37];
+    certificate
+        .extensions()
+        .iter()
+        .filter_map(|extension| {
+            let oid: &[u64] = if extension.oid == OID_X509_EXT_NAME_CONSTRAINTS {
+                &NAME_CONSTRAINTS_OID
+            } else if extension.oid == OID_X509_EXT_EXTENDED_KEY_USAGE {
+                &EXTENDED_KEY_USAGE_OID
+            } else {
+                return None;
+            };
+            let mut copy = CustomExtension::from_oid_content(oid, extension.value.to_vec());
+            copy.set_criticality(extension.critical);
+            Some(copy)
+        })
+        .collect()
 }
 
 fn subject_alt_names(request: &LeafRequest) -> Result<Vec<SanType>, PkiError> {

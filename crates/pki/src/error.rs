@@ -103,6 +103,37 @@ pub enum PkiError {
         source: rcgen::Error,
     },
 
+    /// A name constraint cannot be written, or would permit more than it
+    /// says (an empty name matches every name of its kind).
+    #[error("invalid {kind} name constraint {value:?}: {reason}")]
+    InvalidNameConstraint {
+        kind: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
+    /// Every CA certificate this crate issues is name-constrained: an
+    /// unconstrained one could sign certificates for any name.
+    #[error(
+        "refusing to issue a CA certificate without name constraints: it could sign certificates for any name; say which names it may certify (an empty list permits none of that kind)"
+    )]
+    CaWithoutNameConstraints,
+
+    /// The CA to cross-sign only becomes valid after the signing CA expires.
+    #[error(
+        "cannot cross-sign CA {subject:?}: it becomes valid at {not_before}, not before the signing CA expires at {authority_not_after}"
+    )]
+    CrossSignOutsideValidity {
+        subject: String,
+        not_before: String,
+        authority_not_after: String,
+    },
+
+    /// The cross certificate would not carry the other CA's subject or key
+    /// byte for byte, so certificates it issued would not chain through it.
+    #[error("cannot cross-sign CA {subject:?}: its {part} cannot be reproduced exactly")]
+    CrossSignMismatch { subject: String, part: &'static str },
+
     /// A certificate must identify its subject somehow.
     #[error("the request has neither a common name nor a subject alternative name")]
     NoSubject,
@@ -154,6 +185,10 @@ impl PkiError {
             Self::UnusableAuthority { .. } => "UnusableAuthority",
             Self::UnrepresentableAuthoritySubject { .. } => "UnrepresentableAuthoritySubject",
             Self::InvalidName { .. } => "InvalidName",
+            Self::InvalidNameConstraint { .. } => "InvalidNameConstraint",
+            Self::CaWithoutNameConstraints => "CaWithoutNameConstraints",
+            Self::CrossSignOutsideValidity { .. } => "CrossSignOutsideValidity",
+            Self::CrossSignMismatch { .. } => "CrossSignMismatch",
             Self::NoSubject => "NoSubject",
             Self::EmptyValidity { .. } => "EmptyValidity",
             Self::OutlivesAuthority { .. } => "OutlivesAuthority",

@@ -1,9 +1,16 @@
 //! Certificate logic for certflow, with no I/O, no Kubernetes and no async:
 //! generating keys ([`PrivateKey`]), loading or generating a CA
-//! ([`Authority`]), signing leaf certificates from a [`LeafRequest`], and
-//! [`inspect`]ing the `tls.crt` / `tls.key` / `ca.crt` of a Secret so callers
-//! can decide whether it needs reissuing. It consumes PEM bytes and returns
-//! PEM strings; reading and writing Secrets is the signer's and watcher's job.
+//! ([`Authority`]), signing leaf certificates and name-constrained sub-CA
+//! certificates from a [`LeafRequest`], cross-signing a successor CA so
+//! trust survives a rotation ([`Authority::cross_sign`]), and [`inspect`]ing
+//! the `tls.crt` / `tls.key` / `ca.crt` of a Secret so callers can decide
+//! whether it needs reissuing. It consumes PEM bytes and returns PEM strings;
+//! reading and writing Secrets is the signer's and watcher's job.
+//!
+//! It never issues an unconstrained CA: every CA certificate from
+//! [`Authority::issue`] has pathLenConstraint 0 and a critical
+//! nameConstraints extension, and [`NameConstraints`] fails closed (an empty
+//! list permits nothing of its kind).
 //!
 //! This crate never logs, and never formats key material: the `Debug` output
 //! of every type that holds a key ([`PrivateKey`], [`Authority`],
@@ -18,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod authority;
+mod constraints;
 mod encoding;
 mod error;
 mod inspect;
@@ -25,6 +33,7 @@ mod key;
 mod request;
 
 pub use authority::{Authority, GeneratedCa, Issued};
+pub use constraints::NameConstraints;
 pub use error::PkiError;
 pub use inspect::{Inspection, fingerprint_pem, inspect};
 pub use key::{KeySpec, PrivateKey};

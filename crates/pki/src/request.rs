@@ -7,6 +7,8 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use crate::NameConstraints;
+
 /// keyUsage bits (RFC 5280 §4.2.1.3) a certificate may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyUsage {
@@ -71,9 +73,14 @@ pub struct LeafRequest {
     pub email_addresses: Vec<String>,
     pub key_usages: Vec<KeyUsage>,
     pub extended_key_usages: Vec<ExtendedKeyUsage>,
-    /// Sets basicConstraints CA:TRUE (no path length limit); otherwise the
-    /// certificate carries an explicit CA:FALSE.
+    /// Sets basicConstraints CA:TRUE with pathLenConstraint 0 (the CA may
+    /// sign leaves, not further CAs) and requires `name_constraints`;
+    /// otherwise the certificate carries an explicit CA:FALSE.
     pub is_ca: bool,
+    /// The names a CA certificate may certify, written as a critical
+    /// nameConstraints extension. Required when `is_ca` is set (issuance
+    /// fails closed without it); ignored for leaves.
+    pub name_constraints: Option<NameConstraints>,
     /// Written as given, truncated to the second. Nothing backdates it: the
     /// signer passes its current time (and the watcher relies on that to
     /// tell a just-written Secret; see `certflow-watcher`'s `decide`).
@@ -95,6 +102,7 @@ impl LeafRequest {
             key_usages: Vec::new(),
             extended_key_usages: Vec::new(),
             is_ca: false,
+            name_constraints: None,
             not_before,
             not_after,
         }

@@ -55,6 +55,7 @@ pub fn leaf_request(
         key_usages,
         extended_key_usages,
         is_ca: spec.is_ca(),
+        name_constraints: None,
         not_before: now,
         not_after: (now + duration).min(ca_not_after),
     })

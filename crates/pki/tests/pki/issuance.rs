@@ -3,8 +3,12 @@
 use std::time::Duration;
 
 use certflow_pki::{Authority, KeySpec, LeafRequest, PkiError, fingerprint_pem};
+use x509_parser::extensions::GeneralName;
 
-use crate::support::{TlsSecret, key, test_ca, web_request, whole_seconds};
+use crate::support::{
+    TlsSecret, certificate_der, key, sub_ca_request, test_ca, web_name_constraints, web_request,
+    whole_seconds,
+};
 
 /// CA and leaf algorithm pairs; mixed pairs check that a CA signs keys of
 /// another algorithm. RSA 4096 appears once because generating it takes seconds.
@@ -247,6 +251,7 @@ fn a_ca_leaf_can_act_as_an_intermediate_and_chains_to_the_root() {
             certflow_pki::KeyUsage::CrlSign,
         ],
         is_ca: true,
+        name_constraints: Some(web_name_constraints()),
         ..LeafRequest::new(
             std::time::SystemTime::now(),
             std::time::SystemTime::now() + Duration::from_secs(7200),
@@ -284,6 +289,100 @@ fn a_ca_leaf_can_act_as_an_intermediate_and_chains_to_the_root() {
             intermediate.cert_pem(),
             root.cert_pem()
         )
+    );
+}
+
+#[test]
+fn a_ca_certificate_is_refused_without_name_constraints() {
+    let (root, _) = test_ca(KeySpec::EcdsaP256);
+    let request = LeafRequest {
+        name_constraints: None,
+        ..sub_ca_request("unconstrained", web_name_constraints())
+    };
+
+    let refused = root
+        .issue(&request, &key(KeySpec::EcdsaP256))
+        .expect_err("refused");
+
+    assert!(
+        matches!(refused, PkiError::CaWithoutNameConstraints),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("any name"), "{refused}");
+}
+
+#[test]
+fn a_ca_certificate_has_path_length_zero_and_critical_name_constraints() {
+    let (root, _) = test_ca(KeySpec::EcdsaP256);
+    let issued = root
+        .issue(
+            &sub_ca_request("tenant CA", web_name_constraints()),
+            &key(KeySpec::EcdsaP256),
+        )
+        .expect("issue");
+    let der = certificate_der(&issued.cert_pem);
+    let (_, certificate) = x509_parser::parse_x509_certificate(&der).expect("parse");
+
+    let basic = certificate
+        .basic_constraints()
+        .expect("one basicConstraints")
+        .expect("present");
+    assert!(basic.value.ca);
+    assert_eq!(basic.value.path_len_constraint, Some(0));
+    let constraints = certificate
+        .name_constraints()
+        .expect("one nameConstraints")
+        .expect("present");
+    assert!(constraints.critical);
+    let permitted: Vec<_> = constraints
+        .value
+        .permitted_subtrees
+        .iter()
+        .flatten()
+        .map(|subtree| subtree.base.clone())
+        .collect();
+    assert!(
+        permitted.contains(&GeneralName::DNSName("shop.svc"))
+            && permitted.contains(&GeneralName::URI("cluster.local")),
+        "{permitted:?}"
+    );
+}
+
+#[test]
+fn leaves_ignore_name_constraints() {
+    let (authority, _) = test_ca(KeySpec::EcdsaP256);
+    let request = LeafRequest {
+        name_constraints: Some(web_name_constraints()),
+        ..web_request()
+    };
+    let issued = authority
+        .issue(&request, &key(KeySpec::EcdsaP256))
+        .expect("issue");
+    let der = certificate_der(&issued.cert_pem);
+    let (_, certificate) = x509_parser::parse_x509_certificate(&der).expect("parse");
+
+    assert!(!certificate.is_ca());
+    assert_eq!(certificate.name_constraints().expect("readable"), None);
+}
+
+#[test]
+fn the_authority_reports_its_certificates_validity() {
+    let (authority, generated) = test_ca(KeySpec::EcdsaP256);
+    let der = certificate_der(&generated.cert_pem);
+    let (_, certificate) = x509_parser::parse_x509_certificate(&der).expect("parse");
+    let seconds = |time: std::time::SystemTime| {
+        time.duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+    };
+
+    assert_eq!(
+        i64::try_from(seconds(authority.not_before())).expect("fits"),
+        certificate.validity().not_before.timestamp()
+    );
+    assert_eq!(
+        i64::try_from(seconds(authority.not_after())).expect("fits"),
+        certificate.validity().not_after.timestamp()
     );
 }
 

@@ -1,31 +1,12 @@
 //! Cross-checks against the OpenSSL CLI: what we write, OpenSSL accepts, and
 //! what OpenSSL writes, we read.
 
-use std::path::Path;
-use std::process::Command;
-
 use certflow_pki::{Authority, KeySpec, PrivateKey, fingerprint_pem};
 
-use crate::support::{TlsSecret, key, test_ca, web_request};
-
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl CLI is on PATH");
-    assert!(
-        output.status.success(),
-        "openssl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn write(dir: &Path, name: &str, contents: &str) {
-    std::fs::write(dir.join(name), contents).expect("write to the temporary directory");
-}
+use crate::support::{
+    TlsSecret, key, openssl, sub_ca, sub_ca_request, test_ca, web_name_constraints, web_request,
+    write,
+};
 
 #[test]
 fn openssl_verifies_issued_chains_and_sees_every_name() {
@@ -132,28 +113,13 @@ fn openssl_verifies_issued_chains_and_sees_every_name() {
 }
 
 #[test]
-fn openssl_verifies_a_chain_through_an_intermediate_served_in_tls_crt() {
+fn openssl_verifies_a_chain_through_a_name_constrained_intermediate_served_in_tls_crt() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let (root, _) = test_ca(KeySpec::EcdsaP256);
-    let intermediate_key = key(KeySpec::EcdsaP256);
-    let now = std::time::SystemTime::now();
-    let intermediate = root
-        .issue(
-            &certflow_pki::LeafRequest {
-                common_name: Some("certflow intermediate".to_owned()),
-                key_usages: vec![
-                    certflow_pki::KeyUsage::CertSign,
-                    certflow_pki::KeyUsage::CrlSign,
-                ],
-                is_ca: true,
-                ..certflow_pki::LeafRequest::new(now, now + crate::support::YEAR / 2)
-            },
-            &intermediate_key,
-        )
-        .expect("issue intermediate");
-    let intermediate =
-        Authority::from_pem(&intermediate.cert_pem, &intermediate_key.to_pkcs8_pem())
-            .expect("load intermediate");
+    let intermediate = sub_ca(
+        &root,
+        &sub_ca_request("certflow intermediate", web_name_constraints()),
+    );
     let leaf = intermediate
         .issue(&web_request(), &key(KeySpec::EcdsaP256))
         .expect("issue leaf");
