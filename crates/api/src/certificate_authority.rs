@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Condition, KeyAlgorithm, SpecError, cel,
+    Condition, KeyAlgorithm, KeyUsage, SpecError, cel,
     condition::{READY, find_condition},
     error::parse_duration_field,
     service_certificate::MIN_DURATION,
@@ -25,6 +25,31 @@ pub const DEFAULT_CA_DURATION: Duration = Duration::from_secs(87_600 * 3_600);
 
 /// The smallest RSA key a CA accepts when `policy.minRSAKeySize` is not set.
 pub const DEFAULT_MIN_RSA_KEY_SIZE: u32 = 2048;
+
+/// How long the previous CA stays trusted after a key pair change when
+/// `spec.rotation.overlap` is not set: 24 hours.
+pub const DEFAULT_ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3_600);
+
+/// How long before the CA certificate's notAfter the `ExpiringSoon`
+/// condition turns True: 30 days.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
+/// Condition type on a CertificateAuthority: True within
+/// [`EXPIRY_WARNING`] of its certificate's expiry.
+pub const EXPIRING_SOON: &str = "ExpiringSoon";
+
+/// Condition type on a CertificateAuthority: True when it has no
+/// `spec.policy` and so signs any name for any namespace.
+pub const POLICY_UNRESTRICTED: &str = "PolicyUnrestricted";
+
+/// The usages a policy allows when `policy.allowedUsages` is not set: what a
+/// TLS server or a mutual-TLS client needs, and nothing else.
+pub const DEFAULT_ALLOWED_USAGES: [KeyUsage; 4] = [
+    KeyUsage::DigitalSignature,
+    KeyUsage::KeyEncipherment,
+    KeyUsage::ServerAuth,
+    KeyUsage::ClientAuth,
+];
 
 /// Where the CA key pair lives, how to generate it, and which requests it signs.
 // Each printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a
@@ -48,6 +73,7 @@ pub const DEFAULT_MIN_RSA_KEY_SIZE: u32 = 2048;
         json_path = r#".status.conditions[?(@.type=="Ready")].status"#
     ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretName"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.notAfter"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -104,19 +130,50 @@ pub struct CertificateAuthoritySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<bool>,
 
-    /// Who may use this CA and for what. Without a policy, any namespace may
-    /// request any name, but not CA certificates.
+    /// Who may use this CA and for what. Without a policy this CA signs any
+    /// name for any namespace (only CA certificates are refused), and its
+    /// status says so with the condition PolicyUnrestricted=True; set a
+    /// policy unless every namespace in the cluster is trusted alike.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<IssuerPolicy>,
+
+    /// How certificates move to a new key pair when this CA's changes (an
+    /// operator replaced its Secret, or certflow regenerated it on request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationSpec>,
 }
 
-/// Which requests a CertificateAuthority signs. Every list left empty allows
-/// anything; patterns may use {namespace} for the requesting namespace.
+/// How a change of a CertificateAuthority's key pair is rolled out without
+/// breaking trust between Pods that have and Pods that have not yet received
+/// their re-issued certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::absent_not_null)]
+pub struct RotationSpec {
+    /// How long the previous CA stays trusted after the key pair changed,
+    /// such as 24h (the default). Meanwhile every issued Secret's ca.crt
+    /// holds the new CA certificate followed by the previous one, tls.crt
+    /// carries a cross-signed chain that Pods trusting only the previous CA
+    /// accept, and existing certificates are re-issued spread over the first
+    /// half of this time. 0s trusts only the new CA and re-issues everything
+    /// at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = cel::DURATION_MAX_LENGTH))]
+    #[x_kube(validation = cel::go_duration())]
+    pub overlap: Option<String>,
+}
+
+/// Which requests a CertificateAuthority signs. It fails closed: a kind of
+/// subject alternative name (DNS name, IP address, URI, email address) whose
+/// list is empty is refused, a common name must be one of the requested
+/// names, and only the listed usages are signed. Patterns may use
+/// {namespace} for the requesting namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuerPolicy {
     /// Namespaces that may use this CA, as names or glob patterns such as
-    /// team-*. Empty allows every namespace.
+    /// team-*. Empty allows every namespace (each still gets only the names
+    /// the lists below allow it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 63)))]
     #[x_kube(validation = cel::namespace_patterns())]
@@ -125,7 +182,7 @@ pub struct IssuerPolicy {
     /// DNS names a namespace may request, as patterns where {namespace} is the
     /// requesting namespace and * is one whole leftmost label, such as
     /// *.{namespace}.svc, *.{namespace}.svc.cluster.local or
-    /// {namespace}.example.com. Empty allows any name.
+    /// {namespace}.example.com. Empty refuses every DNS name.
     #[serde(
         default,
         rename = "allowedDNSNames",
@@ -136,7 +193,7 @@ pub struct IssuerPolicy {
     pub allowed_dns_names: Vec<String>,
 
     /// IP ranges, as CIDRs, that requested IP addresses must fall in, such as
-    /// 10.0.0.0/8. Empty allows any address.
+    /// 10.0.0.0/8. Empty refuses every IP address.
     #[serde(
         default,
         rename = "allowedIPRanges",
@@ -147,7 +204,9 @@ pub struct IssuerPolicy {
     pub allowed_ip_ranges: Vec<String>,
 
     /// Prefixes that requested URIs must start with, such as
-    /// spiffe://cluster.local/ns/{namespace}/. Empty allows any URI.
+    /// spiffe://cluster.local/ns/{namespace}/. A URI must start with a
+    /// prefix as written, and may have no "." or ".." path segment,
+    /// percent-encoded or not. Empty refuses every URI.
     #[serde(
         default,
         rename = "allowedURIPrefixes",
@@ -157,7 +216,7 @@ pub struct IssuerPolicy {
     pub allowed_uri_prefixes: Vec<String>,
 
     /// Domains that requested email addresses must belong to, such as
-    /// example.com. Empty allows any address.
+    /// example.com. Empty refuses every email address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 253)))]
     pub allowed_email_domains: Vec<String>,
@@ -186,8 +245,19 @@ pub struct IssuerPolicy {
     #[x_kube(validation = cel::rsa_key_size())]
     pub min_rsa_key_size: Option<u32>,
 
+    /// Key usages and extended key usages requesters may ask for, such as
+    /// "server auth". Not set: digital signature, key encipherment, server
+    /// auth and client auth. "cert sign" and "crl sign" are governed by
+    /// allowCA instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 13))]
+    pub allowed_usages: Vec<KeyUsage>,
+
     /// Whether ServiceCertificates may request CA certificates (isCA: true).
-    /// Defaults to false.
+    /// Defaults to false. An issued CA certificate may not sign further CAs
+    /// (pathLenConstraint 0) and carries X.509 name constraints limiting it
+    /// to the DNS names, IP ranges and email domains this policy allows the
+    /// requesting namespace; it may sign no URIs.
     #[serde(default, rename = "allowCA", skip_serializing_if = "Option::is_none")]
     pub allow_ca: Option<bool>,
 }
@@ -197,8 +267,11 @@ pub struct IssuerPolicy {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::schema::absent_not_null)]
 pub struct CertificateAuthorityStatus {
-    /// Ready is True when the CA key pair is loaded and valid; when False, its
-    /// reason and message say what to fix.
+    /// Ready is True when the CA key pair is loaded and its certificate is
+    /// valid now; when False, its reason (KeyPairMissing, KeyPairUnusable,
+    /// Expired, NotYetValid) and message say what to do. ExpiringSoon is
+    /// True within 30 days of the CA certificate's expiry.
+    /// PolicyUnrestricted is True when spec.policy is not set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Serial number of the CA certificate, in hex.
@@ -211,6 +284,41 @@ pub struct CertificateAuthorityStatus {
     /// ca.crt clients trust.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// Start of the CA certificate's validity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
+    /// The CA certificate, PEM: the first certificate of every issued
+    /// Secret's ca.crt. Public; the key never leaves the CA's Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// CA certificates this CA signed with before its key pair last changed,
+    /// newest first, each kept until its retiredAt plus
+    /// spec.rotation.overlap. Issued Secrets list them in ca.crt after the
+    /// current CA certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<PreviousAuthority>,
+}
+
+/// A CA certificate replaced by a key pair change, still trusted for the
+/// rotation overlap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::absent_not_null)]
+pub struct PreviousAuthority {
+    /// SHA-256 fingerprint of the previous CA certificate, in hex.
+    pub fingerprint: String,
+    /// The previous CA certificate, PEM.
+    pub certificate: String,
+    /// The certificate of the CA that replaced this one (its subject and
+    /// key), signed by this one's key, PEM. Issued certificates are served
+    /// followed by it, so clients that trust only this CA accept them.
+    /// Absent when certflow no longer held this CA's key when it saw the
+    /// change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_signed: Option<String>,
+    /// When certflow saw the key pair change; the previous CA stays in
+    /// ca.crt until this plus spec.rotation.overlap.
+    pub retired_at: Time,
 }
 
 impl CertificateAuthoritySpec {
@@ -244,6 +352,21 @@ impl CertificateAuthoritySpec {
             Some(value) => parse_duration_field("spec.duration", value, MIN_DURATION),
         }
     }
+
+    /// How long the previous CA stays trusted after a key pair change:
+    /// `spec.rotation.overlap`, or [`DEFAULT_ROTATION_OVERLAP`]. Zero turns
+    /// the overlap off.
+    pub fn rotation_overlap(&self) -> Result<Duration, SpecError> {
+        match self.rotation.as_ref().and_then(|r| r.overlap.as_deref()) {
+            None => Ok(DEFAULT_ROTATION_OVERLAP),
+            Some(value) => {
+                crate::parse_go_duration(value).map_err(|source| SpecError::InvalidDuration {
+                    field: "spec.rotation.overlap",
+                    source,
+                })
+            }
+        }
+    }
 }
 
 impl IssuerPolicy {
@@ -269,12 +392,40 @@ impl IssuerPolicy {
     pub fn allows_key_algorithm(&self, algorithm: KeyAlgorithm) -> bool {
         self.allowed_key_algorithms.is_empty() || self.allowed_key_algorithms.contains(&algorithm)
     }
+
+    /// The usages that may be requested: `allowedUsages`, or
+    /// [`DEFAULT_ALLOWED_USAGES`] when it is not set.
+    pub fn allowed_usages(&self) -> &[KeyUsage] {
+        if self.allowed_usages.is_empty() {
+            &DEFAULT_ALLOWED_USAGES
+        } else {
+            &self.allowed_usages
+        }
+    }
 }
 
 impl CertificateAuthorityStatus {
     /// The `Ready` condition, if certflow has set one.
     pub fn ready_condition(&self) -> Option<&Condition> {
         find_condition(&self.conditions, READY)
+    }
+
+    /// When the CA certificate with `fingerprint` was replaced, if it is
+    /// still listed in `previous`.
+    pub fn retired_at(&self, fingerprint: &str) -> Option<&Time> {
+        self.previous
+            .iter()
+            .find(|previous| previous.fingerprint == fingerprint)
+            .map(|previous| &previous.retired_at)
+    }
+
+    /// When the key pair last changed, while that change is still within its
+    /// overlap.
+    pub fn last_rotation(&self) -> Option<&Time> {
+        self.previous
+            .iter()
+            .map(|previous| &previous.retired_at)
+            .max_by_key(|time| time.0)
     }
 }
 

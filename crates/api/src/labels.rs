@@ -38,6 +38,13 @@ pub const GENERATION: &str = "certflow.io/generation";
 /// Annotation on a managed Secret: the certificate's `notAfter`, RFC 3339.
 pub const NOT_AFTER: &str = "certflow.io/not-after";
 
+/// Annotation on a `CertificateAuthority` whose generated key pair Secret
+/// was lost: the fingerprint of the lost CA certificate (its
+/// `status.fingerprint`), to confirm that certflow may generate a new key
+/// pair. Any other value is ignored, so the annotation is spent once the
+/// new key pair's fingerprint replaces the old one in status.
+pub const REGENERATE: &str = "certflow.io/regenerate";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +59,7 @@ mod tests {
             SERIAL,
             GENERATION,
             NOT_AFTER,
+            REGENERATE,
         ] {
             assert!(key.starts_with(PREFIX), "{key}");
         }

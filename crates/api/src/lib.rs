@@ -22,7 +22,9 @@ mod usage;
 
 pub use certificate_authority::{
     CertificateAuthority, CertificateAuthoritySpec, CertificateAuthorityStatus,
-    DEFAULT_CA_DURATION, DEFAULT_MIN_RSA_KEY_SIZE, IssuerPolicy,
+    DEFAULT_ALLOWED_USAGES, DEFAULT_CA_DURATION, DEFAULT_MIN_RSA_KEY_SIZE,
+    DEFAULT_ROTATION_OVERLAP, EXPIRING_SOON, EXPIRY_WARNING, IssuerPolicy, POLICY_UNRESTRICTED,
+    PreviousAuthority, RotationSpec,
 };
 pub use condition::{Condition, ConditionStatus};
 pub use duration::{

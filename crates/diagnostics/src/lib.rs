@@ -51,9 +51,11 @@ pub use context::{
     issuance_failed, issuer_not_found, issuer_not_ready, retries_exhausted, secret_conflict,
     secret_owned_by_other,
 };
-pub use policy::{check_policy, policy_violations};
+pub use policy::{
+    SubCaNames, check_policy, diagnose, open_policy_violations, policy_violations, sub_ca_names,
+};
 pub use reason::{Reason, UnknownReason};
 pub use validate::{
-    MAX_NAMES, MAX_VIOLATIONS, diagnose, first_violation, no_names, too_many_names, validate_spec,
+    MAX_NAMES, MAX_VIOLATIONS, first_violation, no_names, too_many_names, validate_spec,
 };
 pub use violation::{MAX_MESSAGE_BYTES, Violation};

@@ -6,6 +6,12 @@
 //! malformed entry is reported as [`Reason::InvalidIssuerPolicy`] before
 //! anything else: judging a request by a broken rule would blame the app
 //! owner for the operator's mistake.
+//!
+//! A policy fails closed: a kind of name whose allow-list is empty is
+//! refused, a common name must be one of the certificate's own subject
+//! alternative names (each of which the policy judges), and only the
+//! allowed usages are signed. Only a CertificateAuthority with no policy at
+//! all is open ([`open_policy_violations`]), and it says so in its status.
 
 use std::net::IpAddr;
 
@@ -19,7 +25,7 @@ use crate::names::is_valid_dns_name;
 use crate::reason::Reason;
 use crate::suggest;
 use crate::text::{self, quote};
-use crate::validate::MAX_NAMES;
+use crate::validate::{MAX_NAMES, first_violation};
 use crate::violation::Violation;
 
 /// The placeholder for the requesting namespace in policy patterns.
@@ -31,6 +37,24 @@ const MAX_POLICY_ENTRIES: usize = 64;
 
 fn ca(issuer: &str) -> String {
     format!("CertificateAuthority {}", quote(issuer))
+}
+
+/// A name of a kind (`what`, plural) that the policy's `list` leaves empty:
+/// the policy fails closed, so no such name is signed.
+fn kind_not_allowed(issuer: &str, field: &str, value: &str, what: &str, list: &str) -> Violation {
+    Violation::new(
+        Reason::PolicyViolation,
+        field,
+        value,
+        format!(
+            "is refused because {} signs no {what} (its spec.policy.{list} is empty)",
+            ca(issuer)
+        ),
+    )
+    .with_suggestion(format!(
+        "remove it from the ServiceCertificate, or ask the platform team to list what this \
+         namespace may use in spec.policy.{list}"
+    ))
 }
 
 /// Whether `value` matches a glob where `*` stands for any run of characters.
@@ -70,6 +94,25 @@ impl Cidr {
         let prefix: u8 = prefix.parse().ok()?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         (prefix <= max).then_some(Cidr { network, prefix })
+    }
+
+    /// The range's first address: the written address with its host bits
+    /// cleared, as a name constraint needs it.
+    fn network_address(self) -> IpAddr {
+        match self.network {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(v4) & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        }
     }
 
     fn contains(self, ip: IpAddr) -> bool {
@@ -442,8 +485,7 @@ fn dns_near_miss(name: &str, namespace: &str, patterns: &[String]) -> Option<(St
     Some((closest.to_owned(), "it looks like a misspelling".to_owned()))
 }
 
-/// A DNS name (in `dnsNames` or `commonName`) that no `allowedDNSNames`
-/// pattern allows for this namespace.
+/// A DNS name that no `allowedDNSNames` pattern allows for this namespace.
 pub fn dns_name_not_allowed(
     issuer: &str,
     namespace: &str,
@@ -451,11 +493,19 @@ pub fn dns_name_not_allowed(
     name: &str,
     patterns: &[String],
 ) -> Option<Violation> {
-    if patterns.is_empty()
-        || patterns
-            .iter()
-            .take(MAX_POLICY_ENTRIES)
-            .any(|pattern| dns_pattern_matches(&instantiate(pattern, namespace), name))
+    if patterns.is_empty() {
+        return Some(kind_not_allowed(
+            issuer,
+            field,
+            name,
+            "DNS names",
+            "allowedDNSNames",
+        ));
+    }
+    if patterns
+        .iter()
+        .take(MAX_POLICY_ENTRIES)
+        .any(|pattern| dns_pattern_matches(&instantiate(pattern, namespace), name))
     {
         return None;
     }
@@ -490,12 +540,20 @@ pub fn ip_address_not_allowed(
     ranges: &[String],
 ) -> Option<Violation> {
     let ip: IpAddr = address.parse().ok()?;
-    if ranges.is_empty()
-        || ranges
-            .iter()
-            .take(MAX_POLICY_ENTRIES)
-            .filter_map(|range| Cidr::parse(range))
-            .any(|cidr| cidr.contains(ip))
+    if ranges.is_empty() {
+        return Some(kind_not_allowed(
+            issuer,
+            field,
+            address,
+            "IP addresses",
+            "allowedIPRanges",
+        ));
+    }
+    if ranges
+        .iter()
+        .take(MAX_POLICY_ENTRIES)
+        .filter_map(|range| Cidr::parse(range))
+        .any(|cidr| cidr.contains(ip))
     {
         return None;
     }
@@ -530,9 +588,18 @@ pub fn uri_not_allowed(
         .map(|prefix| prefix.replace(NAMESPACE_PLACEHOLDER, namespace))
         .collect();
     if prefixes.is_empty() {
-        return None;
+        return Some(kind_not_allowed(
+            issuer,
+            field,
+            uri,
+            "URIs",
+            "allowedURIPrefixes",
+        ));
     }
-    if let Some(segment) = dot_segment(uri) {
+    // As written, and as a reader that decodes first sees it (a decoded
+    // "%3F" could otherwise hide a later segment from the second look).
+    let decoded = percent_decoded(uri);
+    if let Some(segment) = dot_segment(uri).or_else(|| dot_segment(&decoded)) {
         return Some(
             Violation::new(
                 Reason::PolicyViolation,
@@ -644,6 +711,35 @@ fn uri_prefix_matches(template: &str, prefix: &str, uri: &str) -> bool {
         || rest.starts_with(['/', '?', '#'])
 }
 
+/// `uri` with every `%XX` escape decoded (an invalid escape, or bytes that
+/// do not decode as UTF-8, are kept as written). A URI must start with an
+/// allowed prefix as written, and must not climb out of it once a reader
+/// decodes it: `ns/shop%2F..%2Fpayments` reads as payments' identity to a
+/// verifier that decodes before resolving dot segments.
+fn percent_decoded(uri: &str) -> String {
+    let bytes = uri.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escape {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).unwrap_or_else(|_| uri.to_owned())
+}
+
 /// The first `.` or `..` path segment of `uri`, percent-encoded or not.
 /// Parsers that resolve dot segments (RFC 3986 section 5.2.4, the WHATWG
 /// URL standard of Rust's `url` and JavaScript's `URL`) read
@@ -667,11 +763,19 @@ pub fn email_domain_not_allowed(
     domains: &[String],
 ) -> Option<Violation> {
     let (local, domain) = address.rsplit_once('@')?;
-    if domains.is_empty()
-        || domains
-            .iter()
-            .take(MAX_POLICY_ENTRIES)
-            .any(|allowed| allowed.eq_ignore_ascii_case(domain))
+    if domains.is_empty() {
+        return Some(kind_not_allowed(
+            issuer,
+            field,
+            address,
+            "email addresses",
+            "allowedEmailDomains",
+        ));
+    }
+    if domains
+        .iter()
+        .take(MAX_POLICY_ENTRIES)
+        .any(|allowed| allowed.eq_ignore_ascii_case(domain))
     {
         return None;
     }
@@ -697,6 +801,118 @@ pub fn email_domain_not_allowed(
     )
 }
 
+/// A common name that is none of the certificate's subject alternative
+/// names. Clients that match peers by common name (PostgreSQL `clientcert`,
+/// NATS `verify_and_map`, Kafka, many meshes) would otherwise accept an
+/// identity the policy never judged: `system:serviceaccount:payments:api`
+/// is not a DNS name, so no pattern would ever refuse it. Equal to a SAN, it
+/// is judged with that SAN.
+pub fn common_name_not_in_sans(spec: &ServiceCertificateSpec) -> Option<Violation> {
+    let common_name = spec.common_name.as_deref().filter(|cn| !cn.is_empty())?;
+    let same_ip = |written: &String| {
+        matches!(
+            (written.parse::<IpAddr>(), common_name.parse::<IpAddr>()),
+            (Ok(a), Ok(b)) if a == b
+        )
+    };
+    let listed = spec
+        .dns_names
+        .iter()
+        .any(|name| name.eq_ignore_ascii_case(common_name))
+        || spec.ip_addresses.iter().any(same_ip)
+        || spec.uris.iter().any(|uri| uri == common_name)
+        || spec
+            .email_addresses
+            .iter()
+            .any(|email| email == common_name);
+    if listed {
+        return None;
+    }
+    let host = common_name.strip_suffix('.').unwrap_or(common_name);
+    let list = if common_name.parse::<IpAddr>().is_ok() {
+        Some("spec.ipAddresses")
+    } else if is_valid_dns_name(&host.to_ascii_lowercase()) {
+        Some("spec.dnsNames")
+    } else if common_name.contains("://") {
+        Some("spec.uris")
+    } else if common_name.contains('@') {
+        Some("spec.emailAddresses")
+    } else {
+        None
+    };
+    let violation = Violation::new(
+        Reason::CommonNameNotInSANs,
+        "spec.commonName",
+        common_name,
+        "is not one of the certificate's subject alternative names (spec.dnsNames, \
+         spec.ipAddresses, spec.uris, spec.emailAddresses); the CertificateAuthority's policy \
+         signs a common name only when it is also one of those names, so that it is judged \
+         like them",
+    );
+    Some(match list {
+        Some("spec.dnsNames") if host != common_name || host.to_ascii_lowercase() != host => {
+            let lower = host.to_ascii_lowercase();
+            violation.with_suggestion(format!(
+                "add {} to spec.dnsNames and write spec.commonName the same way (lower case, \
+                 no trailing dot), or remove spec.commonName",
+                quote(&lower)
+            ))
+        }
+        Some(list) => violation.with_suggestion(format!(
+            "add {} to {list} as well, or remove spec.commonName (clients match the subject \
+             alternative names)",
+            quote(common_name)
+        )),
+        None => violation.with_suggestion(
+            "remove spec.commonName, or set it to one of the certificate's DNS names, IP \
+             addresses, URIs or email addresses",
+        ),
+    })
+}
+
+/// A usage the CA's policy does not allow. `cert sign` and `crl sign` are
+/// left to [`ca_usage_not_allowed`], which judges them by `allowCA`.
+pub fn usage_not_allowed(
+    issuer: &str,
+    spec: &ServiceCertificateSpec,
+    policy: &IssuerPolicy,
+) -> Option<Violation> {
+    let allowed = policy.allowed_usages();
+    let (index, usage) = spec
+        .effective_usages()
+        .iter()
+        .enumerate()
+        .find(|(_, usage)| {
+            !matches!(usage, KeyUsage::CertSign | KeyUsage::CrlSign) && !allowed.contains(usage)
+        })?;
+    let allowed_words: Vec<&str> = allowed.iter().map(|usage| usage.as_str()).collect();
+    let (field, note) = if spec.usages.is_empty() {
+        (
+            "spec.usages".to_owned(),
+            "(one of the defaults, as spec.usages is not set) ",
+        )
+    } else {
+        (format!("spec.usages[{index}]"), "")
+    };
+    Some(
+        Violation::new(
+            Reason::UsageNotAllowed,
+            field,
+            usage.as_str(),
+            format!(
+                "{note}is a usage {} does not sign (allowed: {})",
+                ca(issuer),
+                allowed_words.join(", ")
+            ),
+        )
+        .with_suggestion(format!(
+            "remove {} from spec.usages, or ask the platform team to add it to the \
+             CertificateAuthority's spec.policy.allowedUsages",
+            quote(usage.as_str())
+        )),
+    )
+}
+
 /// Every way `spec` breaks `policy` for a request from `namespace`, in the
 /// order an app owner should fix them; at most one per field, and names
 /// beyond the first [`MAX_NAMES`] of each list are not examined.
@@ -714,12 +930,9 @@ pub fn policy_violations(
     let min_rsa = policy.min_rsa_key_size.unwrap_or(DEFAULT_MIN_RSA_KEY_SIZE);
     let mut found: Vec<Violation> = [
         namespace_not_allowed(issuer, namespace, &policy.allowed_namespaces),
-        ca_not_allowed(
-            issuer,
-            spec.is_ca.unwrap_or(false),
-            policy.allow_ca.unwrap_or(false),
-        ),
-        ca_usage_not_allowed(issuer, &spec.usages, policy.allow_ca.unwrap_or(false)),
+        ca_not_allowed(issuer, spec.is_ca.unwrap_or(false), policy.allows_ca()),
+        ca_usage_not_allowed(issuer, &spec.usages, policy.allows_ca()),
+        usage_not_allowed(issuer, spec, policy),
         key_algorithm_not_allowed(issuer, algorithm, &policy.allowed_key_algorithms),
         key_too_weak(issuer, algorithm.unwrap_or_default(), size, min_rsa),
         policy
@@ -738,30 +951,7 @@ pub fn policy_violations(
         // serve at all, listing them would only bury the real problem.
         return found;
     }
-    if let Some(common_name) = &spec.common_name {
-        // Judged as a client that falls back to the common name reads it:
-        // without regard to case or a root dot. Otherwise "API.OTHER.SVC."
-        // would slip past patterns that only the lower-case form matches.
-        let host = common_name
-            .strip_suffix('.')
-            .unwrap_or(common_name)
-            .to_ascii_lowercase();
-        if is_valid_dns_name(&host) {
-            found.extend(
-                dns_name_not_allowed(
-                    issuer,
-                    namespace,
-                    "spec.commonName",
-                    &host,
-                    &policy.allowed_dns_names,
-                )
-                .map(|violation| Violation {
-                    value: text::stored_value(common_name),
-                    ..violation
-                }),
-            );
-        }
-    }
+    found.extend(common_name_not_in_sans(spec));
     for (i, name) in spec.dns_names.iter().take(MAX_NAMES).enumerate() {
         found.extend(dns_name_not_allowed(
             issuer,
@@ -799,6 +989,19 @@ pub fn policy_violations(
     found
 }
 
+/// What a CertificateAuthority without any policy refuses: CA certificates
+/// and the usages only they have. Everything else is signed, for any
+/// namespace; the CA's status warns its operators of exactly that.
+pub fn open_policy_violations(spec: &ServiceCertificateSpec, issuer: &str) -> Vec<Violation> {
+    [
+        ca_not_allowed(issuer, spec.is_ca.unwrap_or(false), false),
+        ca_usage_not_allowed(issuer, &spec.usages, false),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// The first way `spec` breaks `policy`, if any. Run [`crate::validate_spec`]
 /// first: policy checks assume well-formed names and durations.
 pub fn check_policy(
@@ -810,6 +1013,77 @@ pub fn check_policy(
     policy_violations(spec, namespace, issuer, policy)
         .into_iter()
         .next()
+}
+
+/// What the signer reports for `spec` from `namespace` against the
+/// CertificateAuthority `issuer`: the first spec violation, else the first
+/// policy violation. `policy` is `None` for a CA without a policy, which
+/// allows any namespace and name but no CA certificates.
+pub fn diagnose(
+    spec: &ServiceCertificateSpec,
+    namespace: &str,
+    issuer: &str,
+    policy: Option<&IssuerPolicy>,
+) -> Option<Violation> {
+    first_violation(spec).or_else(|| match policy {
+        Some(policy) => check_policy(spec, namespace, issuer, policy),
+        None => open_policy_violations(spec, issuer).into_iter().next(),
+    })
+}
+
+/// The names a CA certificate issued to `namespace` may itself sign, as
+/// X.509 name constraints can say them. Each list is what the policy allows
+/// that namespace, widened to what name constraints can express: a DNS
+/// pattern becomes the subtree below its fixed labels (`*.shop.svc` →
+/// `shop.svc`, which also covers deeper names), since constraints cannot
+/// count labels. URIs get nothing: X.509 constrains a URI by its host alone,
+/// and a prefix such as `spiffe://cluster.local/ns/shop/` is a path, so no
+/// constraint could keep a sub-CA inside it. An empty list permits nothing
+/// of that kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubCaNames {
+    /// DNS subtrees, lower case, without a leading `*.`.
+    pub dns_subtrees: Vec<String>,
+    /// IP ranges as (network address, prefix length).
+    pub ip_ranges: Vec<(IpAddr, u8)>,
+    /// Email domains.
+    pub email_domains: Vec<String>,
+}
+
+/// The [`SubCaNames`] for a CA certificate requested from `namespace`.
+pub fn sub_ca_names(policy: &IssuerPolicy, namespace: &str) -> SubCaNames {
+    let mut dns_subtrees: Vec<String> = policy
+        .allowed_dns_names
+        .iter()
+        .take(MAX_POLICY_ENTRIES)
+        .map(|pattern| {
+            let pattern = instantiate(pattern, namespace);
+            pattern
+                .strip_prefix("*.")
+                .map_or(pattern.clone(), str::to_owned)
+        })
+        .filter(|subtree| is_valid_dns_name(subtree))
+        .collect();
+    dns_subtrees.sort();
+    dns_subtrees.dedup();
+    let ip_ranges = policy
+        .allowed_ip_ranges
+        .iter()
+        .take(MAX_POLICY_ENTRIES)
+        .filter_map(|range| Cidr::parse(range))
+        .map(|cidr| (cidr.network_address(), cidr.prefix))
+        .collect();
+    let email_domains = policy
+        .allowed_email_domains
+        .iter()
+        .take(MAX_POLICY_ENTRIES)
+        .map(|domain| domain.to_ascii_lowercase())
+        .collect();
+    SubCaNames {
+        dns_subtrees,
+        ip_ranges,
+        email_domains,
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,10 @@ reasons! {
     KeyTooWeak,
     /// spec.isCA is true, or spec.usages asks for cert sign or crl sign, but the CertificateAuthority does not issue CA certificates.
     CANotAllowed,
+    /// spec.usages asks for a usage the CertificateAuthority's policy does not allow.
+    UsageNotAllowed,
+    /// spec.commonName is not one of the certificate's own DNS names, IP addresses, URIs or email addresses.
+    CommonNameNotInSANs,
     /// The Secret named by spec.secretName exists and was not created by certflow.
     SecretConflict,
     /// The Secret named by spec.secretName belongs to another ServiceCertificate.

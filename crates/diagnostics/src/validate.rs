@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use certflow_api::{IssuerPolicy, ServiceCertificateSpec};
+use certflow_api::ServiceCertificateSpec;
 
 use crate::duration::{
     duration_too_short, invalid_duration, renew_before_too_long, renew_before_too_short,
@@ -16,7 +16,6 @@ use crate::names::{
     invalid_dns_name, invalid_email_address, invalid_ip_address, invalid_secret_name, invalid_uri,
     non_ascii_name, wildcard_not_leftmost,
 };
-use crate::policy::check_policy;
 use crate::reason::Reason;
 use crate::template::invalid_secret_template;
 use crate::text::quote;
@@ -275,20 +274,4 @@ pub fn validate_spec(spec: &ServiceCertificateSpec) -> Vec<Violation> {
 /// reports as the reason it did not issue.
 pub fn first_violation(spec: &ServiceCertificateSpec) -> Option<Violation> {
     validate_spec(spec).into_iter().next()
-}
-
-/// What the signer reports for `spec` from `namespace` against the
-/// CertificateAuthority `issuer`: the first spec violation, else the first
-/// policy violation. `policy` is `None` for a CA without a policy, which
-/// allows any namespace and name but no CA certificates.
-pub fn diagnose(
-    spec: &ServiceCertificateSpec,
-    namespace: &str,
-    issuer: &str,
-    policy: Option<&IssuerPolicy>,
-) -> Option<Violation> {
-    first_violation(spec).or_else(|| {
-        let no_policy = IssuerPolicy::default();
-        check_policy(spec, namespace, issuer, policy.unwrap_or(&no_policy))
-    })
 }

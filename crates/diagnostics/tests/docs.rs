@@ -201,6 +201,14 @@ fn examples() -> Vec<Option<Violation>> {
             is_ca: Some(true),
             ..spec()
         }),
+        signer(ServiceCertificateSpec {
+            usages: vec![KeyUsage::DigitalSignature, KeyUsage::CodeSigning],
+            ..spec()
+        }),
+        signer(ServiceCertificateSpec {
+            common_name: Some("system:serviceaccount:payments:api".to_owned()),
+            ..spec()
+        }),
         Some(secret_conflict("web-tls")),
         Some(secret_owned_by_other("web-tls", "web-old")),
         Some(retries_exhausted(

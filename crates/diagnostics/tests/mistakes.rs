@@ -123,13 +123,13 @@ mistake!(a_name_outside_every_pattern_explains_the_patterns:
     => PolicyViolation at "spec.dnsNames[0]", value "payments.example.org",
     fix "matching one of those patterns");
 
-mistake!(another_namespaces_name_as_an_upper_case_common_name_is_refused:
+mistake!(another_namespaces_name_as_an_upper_case_common_name_is_not_one_of_the_sans:
     signer(ServiceCertificateSpec {
         common_name: Some("API.OTHER-NS.SVC.".to_owned()),
         ..valid()
     })
-    => PolicyViolation at "spec.commonName", value "API.OTHER-NS.SVC.",
-    fix "\"api.default.svc\"");
+    => CommonNameNotInSANs at "spec.commonName", value "API.OTHER-NS.SVC.",
+    fix "add \"api.other-ns.svc\" to spec.dnsNames");
 
 // DNS names that are something else.
 
@@ -383,6 +383,166 @@ mistake!(a_misspelled_email_domain_suggests_the_allowed_one:
     })
     => PolicyViolation at "spec.emailAddresses[0]", value "payments-team@exmaple.com",
     fix "\"payments-team@example.com\"");
+
+// A policy fails closed: what it does not list is refused.
+
+/// The example CertificateAuthority's policy: DNS names only.
+fn dns_only() -> IssuerPolicy {
+    IssuerPolicy {
+        allowed_dns_names: names(&["*.{namespace}.svc", "*.{namespace}.svc.cluster.local"]),
+        max_duration: Some("2160h".to_owned()),
+        ..Default::default()
+    }
+}
+
+mistake!(an_ip_address_is_refused_by_a_policy_that_lists_no_ranges:
+    signer_with(ServiceCertificateSpec { ip_addresses: names(&["10.0.0.1"]), ..valid() }, dns_only())
+    => PolicyViolation at "spec.ipAddresses[0]", value "10.0.0.1",
+    fix "spec.policy.allowedIPRanges");
+
+mistake!(another_namespaces_spiffe_id_is_refused_by_a_policy_that_lists_no_uri_prefixes:
+    signer_with(
+        ServiceCertificateSpec {
+            uris: names(&["spiffe://cluster.local/ns/payments/sa/api"]),
+            usages: vec![KeyUsage::ClientAuth, KeyUsage::DigitalSignature],
+            ..valid()
+        },
+        dns_only(),
+    )
+    => PolicyViolation at "spec.uris[0]", value "spiffe://cluster.local/ns/payments/sa/api",
+    fix "spec.policy.allowedURIPrefixes");
+
+mistake!(an_email_address_is_refused_by_a_policy_that_lists_no_domains:
+    signer_with(ServiceCertificateSpec { email_addresses: names(&["ops@example.com"]), ..valid() }, dns_only())
+    => PolicyViolation at "spec.emailAddresses[0]", value "ops@example.com",
+    fix "spec.policy.allowedEmailDomains");
+
+mistake!(a_dns_name_is_refused_by_a_policy_that_lists_no_patterns:
+    signer_with(valid(), IssuerPolicy { allowed_ip_ranges: names(&["10.0.0.0/8"]), ..Default::default() })
+    => PolicyViolation at "spec.dnsNames[0]", value "payments.default.svc",
+    fix "spec.policy.allowedDNSNames");
+
+mistake!(a_percent_encoded_slash_and_dot_segment_is_refused:
+    signer(ServiceCertificateSpec {
+        uris: names(&["spiffe://cluster.local/ns/default%2F..%2Fother-ns/sa/payments"]),
+        ..valid()
+    })
+    => PolicyViolation at "spec.uris[0]",
+    value "spiffe://cluster.local/ns/default%2F..%2Fother-ns/sa/payments",
+    fix "without \".\" or \"..\" path segments");
+
+mistake!(a_percent_encoded_namespace_is_not_the_namespace:
+    signer(ServiceCertificateSpec {
+        uris: names(&["spiffe://cluster.local/ns/%64efault/sa/payments"]),
+        ..valid()
+    })
+    => PolicyViolation at "spec.uris[0]", value "spiffe://cluster.local/ns/%64efault/sa/payments",
+    fix "did you mean");
+
+mistake!(a_service_account_common_name_is_not_a_name_the_policy_judges:
+    signer(ServiceCertificateSpec {
+        common_name: Some("system:serviceaccount:payments:api".to_owned()),
+        ..valid()
+    })
+    => CommonNameNotInSANs at "spec.commonName", value "system:serviceaccount:payments:api",
+    fix "remove spec.commonName");
+
+mistake!(a_database_user_common_name_is_not_a_name_the_policy_judges:
+    signer(ServiceCertificateSpec { common_name: Some("payments_db".to_owned()), ..valid() })
+    => CommonNameNotInSANs at "spec.commonName", value "payments_db",
+    fix "remove spec.commonName");
+
+mistake!(a_common_name_with_a_doubled_dot_is_not_one_of_the_sans:
+    signer(ServiceCertificateSpec { common_name: Some("api.payments.svc..".to_owned()), ..valid() })
+    => CommonNameNotInSANs at "spec.commonName", value "api.payments.svc..",
+    fix "spec.commonName");
+
+mistake!(a_common_name_missing_from_dns_names_says_which_list_to_add_it_to:
+    signer(ServiceCertificateSpec { common_name: Some("api.default.svc".to_owned()), ..valid() })
+    => CommonNameNotInSANs at "spec.commonName", value "api.default.svc",
+    fix "add \"api.default.svc\" to spec.dnsNames");
+
+mistake!(an_ip_common_name_missing_from_ip_addresses_says_so:
+    signer(ServiceCertificateSpec { common_name: Some("10.0.0.7".to_owned()), ..valid() })
+    => CommonNameNotInSANs at "spec.commonName", value "10.0.0.7",
+    fix "to spec.ipAddresses");
+
+#[test]
+fn a_common_name_equal_to_one_of_the_sans_is_judged_with_it() {
+    for (common_name, spec) in [
+        ("payments.default.svc", valid()),
+        ("PAYMENTS.default.svc", valid()),
+        (
+            "10.0.0.7",
+            ServiceCertificateSpec {
+                ip_addresses: names(&["10.0.0.7"]),
+                ..valid()
+            },
+        ),
+        (
+            "spiffe://cluster.local/ns/default/sa/payments",
+            ServiceCertificateSpec {
+                uris: names(&["spiffe://cluster.local/ns/default/sa/payments"]),
+                ..valid()
+            },
+        ),
+    ] {
+        let spec = ServiceCertificateSpec {
+            common_name: Some(common_name.to_owned()),
+            ..spec
+        };
+        assert_eq!(signer(spec), None, "{common_name}");
+    }
+}
+
+#[test]
+fn a_ca_without_any_policy_signs_any_name_but_no_ca_certificate() {
+    let open = |spec: ServiceCertificateSpec| diagnose(&spec, NAMESPACE, ISSUER, None);
+    let anything = ServiceCertificateSpec {
+        common_name: Some("system:serviceaccount:payments:api".to_owned()),
+        uris: names(&["spiffe://cluster.local/ns/payments/sa/api"]),
+        ip_addresses: names(&["8.8.8.8"]),
+        usages: vec![KeyUsage::CodeSigning],
+        ..valid()
+    };
+    assert_eq!(open(anything), None);
+    let ca = open(ServiceCertificateSpec {
+        is_ca: Some(true),
+        ..valid()
+    });
+    assert_eq!(ca.map(|v| v.reason), Some(Reason::CANotAllowed));
+}
+
+mistake!(a_usage_outside_the_default_allowed_usages_is_refused:
+    signer(ServiceCertificateSpec {
+        usages: vec![KeyUsage::DigitalSignature, KeyUsage::CodeSigning],
+        ..valid()
+    })
+    => UsageNotAllowed at "spec.usages[1]", value "code signing",
+    fix "spec.policy.allowedUsages");
+
+mistake!(a_default_usage_the_policy_narrowed_away_is_refused_at_spec_usages:
+    signer_with(valid(), IssuerPolicy { allowed_usages: vec![KeyUsage::DigitalSignature, KeyUsage::ClientAuth], ..policy() })
+    => UsageNotAllowed at "spec.usages", value "key encipherment",
+    fix "remove \"key encipherment\"");
+
+#[test]
+fn client_auth_is_allowed_by_default_and_a_listed_usage_is_allowed() {
+    let client = ServiceCertificateSpec {
+        usages: vec![KeyUsage::DigitalSignature, KeyUsage::ClientAuth],
+        ..valid()
+    };
+    assert_eq!(signer(client), None);
+    let signing = ServiceCertificateSpec {
+        usages: vec![KeyUsage::DigitalSignature, KeyUsage::CodeSigning],
+        ..valid()
+    };
+    let allowing = IssuerPolicy {
+        allowed_usages: vec![KeyUsage::DigitalSignature, KeyUsage::CodeSigning],
+        ..policy()
+    };
+    assert_eq!(signer_with(signing, allowing), None);
+}
 
 // Common name and Secret name.
 
