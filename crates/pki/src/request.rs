@@ -81,9 +81,9 @@ pub struct LeafRequest {
     /// nameConstraints extension. Required when `is_ca` is set (issuance
     /// fails closed without it); ignored for leaves.
     pub name_constraints: Option<NameConstraints>,
-    /// Written as given, truncated to the second. Nothing backdates it: the
-    /// signer passes its current time (and the watcher relies on that to
-    /// tell a just-written Secret; see `certflow-watcher`'s `decide`).
+    /// Written as given, truncated to the second. The signer passes its
+    /// current time less `certflow_api::NOT_BEFORE_BACKDATE`, never before
+    /// the CA's own notBefore.
     pub not_before: SystemTime,
     /// Truncated to the second; must not be later than the CA's notAfter.
     pub not_after: SystemTime,
