@@ -153,7 +153,7 @@ fn certificate_authority_names_and_columns_are_as_documented() {
         .flatten()
         .map(|column| column.name.as_str())
         .collect();
-    assert_eq!(columns, ["Default", "Ready", "Secret", "Age"]);
+    assert_eq!(columns, ["Default", "Ready", "Secret", "Expires", "Age"]);
 }
 
 #[test]

@@ -342,6 +342,7 @@ fn certificate_authority_rules_accept_good_specs_and_explain_bad_ones() {
                 "keySize": 4096,
                 "duration": "87600h",
                 "default": true,
+                "rotation": {"overlap": "24h"},
                 "policy": {
                     "allowedNamespaces": ["shop", "team-*"],
                     "allowedDNSNames": ["*.{namespace}.svc", "*.{namespace}.svc.cluster.local", "{namespace}.example.com"],
@@ -414,6 +415,18 @@ fn certificate_authority_rules_accept_good_specs_and_explain_bad_ones() {
             json!({"policy": {"maxDuration": "90d"}}),
             Some(
                 r#"spec.policy.maxDuration: "90d" is in days, which durations do not accept: write hours instead, 24h per day, such as 2160h for 90 days"#,
+            ),
+        ),
+        (
+            "rotation overlap off",
+            json!({"rotation": {"overlap": "0s"}}),
+            None,
+        ),
+        (
+            "rotation overlap in days",
+            json!({"rotation": {"overlap": "2d"}}),
+            Some(
+                r#"spec.rotation.overlap: "2d" is in days, which durations do not accept: write hours instead, 24h per day, such as 2160h for 90 days"#,
             ),
         ),
         (

@@ -133,13 +133,13 @@ impl Handler {
                         name: item.name.clone(),
                         message,
                     })?;
-                let issued = issuer.authority.issue(&request, &key)?;
+                let issued = issuer.served(issuer.authority.issue(&request, &key)?);
                 let desired = secret(
                     &scert,
                     &issuer.name,
                     &issued,
                     &key.to_pkcs8_pem(),
-                    issuer.authority.cert_pem(),
+                    issuer.trust_bundle(),
                 );
                 self.write_secret(&secrets, existing.as_ref(), &desired)
                     .await?;
@@ -257,11 +257,11 @@ impl Handler {
         }
         let renewal = renewal_time(scert, cert.not_before, cert.not_after);
         let mut conditions = status.conditions;
-        let message = format!(
-            "Certificate issued by CertificateAuthority {:?} into Secret {:?}; valid until {}.",
-            issuer.name,
-            scert.spec.secret_name,
-            rfc3339(cert.not_after)
+        let message = issued_message(
+            &issuer.name,
+            &scert.spec.secret_name,
+            cert.not_after,
+            issuer.authority.not_after(),
         );
         set_condition(
             &mut conditions,
@@ -399,6 +399,30 @@ impl Handler {
     }
 }
 
+/// The Ready message of an issued certificate. Leaves never outlive their
+/// CA (request.rs caps them at its notAfter); the message says when that
+/// happened, or the owner reads a validity shorter than spec.duration as a
+/// bug.
+fn issued_message(
+    issuer: &str,
+    secret_name: &str,
+    not_after: SystemTime,
+    ca_not_after: SystemTime,
+) -> String {
+    let mut message = format!(
+        "Certificate issued by CertificateAuthority {issuer:?} into Secret {secret_name:?}; \
+         valid until {}",
+        rfc3339(not_after)
+    );
+    if not_after >= ca_not_after {
+        message.push_str(&format!(
+            ", shortened to CertificateAuthority {issuer:?}'s own expiry"
+        ));
+    }
+    message.push('.');
+    message
+}
+
 fn ready(status: ConditionStatus, reason: &str, message: String, generation: i64) -> Condition {
     let mut condition = Condition::new(READY, status, reason, message);
     condition.observed_generation = Some(generation);
@@ -438,5 +462,35 @@ impl From<&certflow_pki::Issued> for Summary {
             not_before: issued.not_before,
             not_after: issued.not_after,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_ready_message_says_when_the_validity_was_cut_to_the_cas_expiry() {
+        let ca_not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let shortened = issued_message("internal", "web-tls", ca_not_after, ca_not_after);
+        assert_eq!(
+            shortened,
+            "Certificate issued by CertificateAuthority \"internal\" into Secret \"web-tls\"; \
+             valid until 2033-05-18T03:33:20Z, shortened to CertificateAuthority \"internal\"'s \
+             own expiry."
+        );
+        let full = issued_message(
+            "internal",
+            "web-tls",
+            ca_not_after - Duration::from_secs(86_400),
+            ca_not_after,
+        );
+        assert_eq!(
+            full,
+            "Certificate issued by CertificateAuthority \"internal\" into Secret \"web-tls\"; \
+             valid until 2033-05-17T03:33:20Z."
+        );
     }
 }

@@ -55,10 +55,20 @@ async fn main() -> anyhow::Result<()> {
     let publisher = certflow_bus::Publisher::new(js, topology.clone());
     let metrics = service.metrics().with_registry(Metrics::new);
 
-    let (authorities, watches) =
-        Authorities::new(client.clone(), &args.namespace, &args.field_manager);
+    let (authorities, watches) = Authorities::new(
+        client.clone(),
+        &args.namespace,
+        &args.field_manager,
+        metrics.clone(),
+    );
     tokio::spawn(watches);
     authorities.wait_ready().await;
+    let authorities = Arc::new(authorities);
+    tokio::spawn({
+        let authorities = authorities.clone();
+        let shutdown = service.shutdown().token();
+        async move { authorities.maintain(shutdown).await }
+    });
     tokio::spawn(kube_client::report_reachability(
         client.clone(),
         service.health().clone(),
@@ -67,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
 
     let handler = Handler::new(
         client,
-        Arc::new(authorities),
+        authorities,
         publisher.clone(),
         metrics.clone(),
         &args.field_manager,

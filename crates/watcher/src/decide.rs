@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use certflow_api::labels;
 use certflow_api::secret::{CA_CERT_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
-use certflow_api::{CertificateAuthority, Condition, ServiceCertificate};
+use certflow_api::{CertificateAuthority, Condition, NOT_BEFORE_BACKDATE, ServiceCertificate};
 use certflow_proto::v1::Trigger;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt as _;
@@ -95,19 +95,27 @@ pub fn decide(scert: &ServiceCertificate, observed: Observed<'_>) -> Decision {
             problem,
         );
     }
-    if let Some(current) = observed
-        .issuer
-        .and_then(|ca| ca.status.as_ref())
-        .and_then(|s| s.fingerprint.clone())
+    // Re-issues after a CA key pair change are spread over the first half
+    // of its overlap; until an object's turn, only renewal may come first.
+    let mut issuer_turn = None;
+    if let Some(ca) = observed.issuer
+        && let Some(current) = ca.status.as_ref().and_then(|s| s.fingerprint.clone())
     {
+        // ca.crt starts with the CA that signed (the signer puts previous
+        // CAs after it), so its first certificate says which CA that was.
         let signed_by = secret_bytes(secret, CA_CERT_KEY)
             .and_then(|pem| certflow_pki::fingerprint_pem(pem).ok());
         if signed_by.as_deref() != Some(current.as_str()) {
-            return publish(
-                Trigger::IssuerChanged,
-                format!("{uid}/{generation}/issuer/{current}"),
-                "the CertificateAuthority's key pair changed",
-            );
+            match reissue_turn(&uid, ca, signed_by.as_deref()) {
+                Some(turn) if observed.now < turn => issuer_turn = Some(turn),
+                _ => {
+                    return publish(
+                        Trigger::IssuerChanged,
+                        format!("{uid}/{generation}/issuer/{current}"),
+                        "the CertificateAuthority's key pair changed",
+                    );
+                }
+            }
         }
     }
     match status.renewal_time.as_ref().map(|t| SystemTime::from(t.0)) {
@@ -116,9 +124,41 @@ pub fn decide(scert: &ServiceCertificate, observed: Observed<'_>) -> Decision {
             format!("{uid}/{generation}/renew/{serial}"),
             "the renewal time has come",
         ),
-        Some(renewal) => Decision::WaitUntil(renewal),
-        None => Decision::Idle,
+        Some(renewal) => Decision::WaitUntil(issuer_turn.map_or(renewal, |turn| turn.min(renewal))),
+        None => issuer_turn.map_or(Decision::Idle, Decision::WaitUntil),
     }
+}
+
+/// When a certificate signed by a previous CA is re-issued after the key
+/// pair changed: the moment the change was recorded plus a per-object
+/// offset below half the overlap, so thousands of certificates do not all
+/// renew in the same second, and every Pod has the new CA in its ca.crt
+/// well before the previous one stops being trusted. The offset comes from
+/// the uid, so every watcher computes the same turn.
+///
+/// `None` (re-issue at once) when the signing CA is not a previous CA still
+/// inside its overlap, or the overlap is off.
+pub fn reissue_turn(
+    uid: &str,
+    ca: &CertificateAuthority,
+    signed_by: Option<&str>,
+) -> Option<SystemTime> {
+    let overlap = ca.spec.rotation_overlap().ok()?;
+    let retired_at = ca.status.as_ref()?.retired_at(signed_by?)?;
+    let spread = u64::try_from((overlap / 2).as_millis()).unwrap_or(u64::MAX);
+    if spread == 0 {
+        return None;
+    }
+    let offset = Duration::from_millis(stable_hash(uid) % spread);
+    Some(SystemTime::from(retired_at.0) + offset)
+}
+
+/// FNV-1a: stable across processes, platforms and Rust versions, unlike
+/// the standard library's hasher.
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Why the Secret no longer holds what the signer wrote, if it doesn't.
@@ -149,8 +189,9 @@ const STATUS_WRITE_GRACE: Duration = Duration::from_secs(30);
 /// Secret holds an intact certificate for this generation that status does
 /// not name yet, and the signer's work item stays unacknowledged until
 /// status is written, so publishing a repair would only make the signer read
-/// both objects again. Until `STATUS_WRITE_GRACE` after the certificate's
-/// notBefore (the signer does not backdate), returns when to look again.
+/// both objects again. Until `STATUS_WRITE_GRACE` after the moment of issue
+/// (the signer backdates notBefore by at most `NOT_BEFORE_BACKDATE`),
+/// returns when to look again.
 fn status_catching_up(secret: &Secret, generation: i64, now: SystemTime) -> Option<SystemTime> {
     let annotations = secret.annotations();
     if annotations.get(labels::GENERATION)? != &generation.to_string() {
@@ -163,7 +204,7 @@ fn status_catching_up(secret: &Secret, generation: i64, now: SystemTime) -> Opti
     )
     .ok()?;
     let intact = found.key_matches && annotations.get(labels::SERIAL) == Some(&found.serial);
-    let until = found.not_before + STATUS_WRITE_GRACE;
+    let until = found.not_before + NOT_BEFORE_BACKDATE + STATUS_WRITE_GRACE;
     (intact && now < until).then_some(until)
 }
 

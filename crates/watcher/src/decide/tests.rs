@@ -2,13 +2,15 @@ use std::time::{Duration, SystemTime};
 
 use certflow_api::condition::READY;
 use certflow_api::{
-    Condition, ConditionStatus, ServiceCertificate, ServiceCertificateSpec,
+    CertificateAuthoritySpec, CertificateAuthorityStatus, Condition, ConditionStatus,
+    PreviousAuthority, RotationSpec, ServiceCertificate, ServiceCertificateSpec,
     ServiceCertificateStatus,
 };
 use certflow_pki::{Authority, KeySpec, LeafRequest, PrivateKey};
 use certflow_proto::v1::Trigger;
 use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
 
 use super::*;
 
@@ -122,16 +124,28 @@ fn the_dedup_id_is_the_same_for_every_watcher_that_sees_the_same_situation() {
     );
 }
 
+fn test_ca() -> Authority {
+    Authority::generate("test CA", KeySpec::EcdsaP256, Duration::from_secs(86_400))
+        .expect("CA")
+        .0
+}
+
 /// A managed Secret as the signer writes it for generation 3, holding a
 /// certificate issued at `issued`; returns it with the certificate's serial.
 fn issued_secret(issued: SystemTime) -> (Secret, String) {
-    let (authority, _) =
-        Authority::generate("test CA", KeySpec::EcdsaP256, Duration::from_secs(86_400))
-            .expect("CA");
+    issued_by(&test_ca(), issued)
+}
+
+/// Like [`issued_secret`], signed by `authority`, notBefore backdated as
+/// the signer does.
+fn issued_by(authority: &Authority, issued: SystemTime) -> (Secret, String) {
     let key = PrivateKey::generate(KeySpec::EcdsaP256).expect("key");
     let request = LeafRequest {
         dns_names: vec!["web.shop.svc".into()],
-        ..LeafRequest::new(issued, issued + Duration::from_secs(3600))
+        ..LeafRequest::new(
+            issued - NOT_BEFORE_BACKDATE,
+            issued + Duration::from_secs(3600),
+        )
     };
     let cert = authority.issue(&request, &key).expect("issue");
     let data = [
@@ -185,7 +199,7 @@ fn a_renewed_secret_whose_status_is_still_being_written_is_left_to_the_signer() 
 
 #[test]
 fn a_secret_status_never_caught_up_with_is_repaired_after_the_grace() {
-    let issued = SystemTime::now() - Duration::from_secs(120);
+    let issued = SystemTime::now() - Duration::from_secs(31);
     let scert = ready(scert(), issued + Duration::from_secs(3600));
     let (secret, _) = issued_secret(issued);
     let seen = seeing(&secret, SystemTime::now());
@@ -213,4 +227,172 @@ fn an_intact_secret_status_names_is_waited_on_until_renewal() {
     scert.status.as_mut().expect("status").serial_number = Some(serial);
     let seen = seeing(&secret, now);
     assert!(matches!(decide(&scert, seen), Decision::WaitUntil(_)));
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A CA whose key pair changed from `previous` to `current` at
+/// `retired_at`, with `spec.rotation.overlap: overlap`.
+fn rotated_ca(
+    current: &Authority,
+    previous: &Authority,
+    retired_at: SystemTime,
+    overlap: &str,
+) -> CertificateAuthority {
+    let mut ca = CertificateAuthority::new(
+        "internal",
+        CertificateAuthoritySpec {
+            secret_name: "internal-ca".into(),
+            rotation: Some(RotationSpec {
+                overlap: Some(overlap.into()),
+            }),
+            ..CertificateAuthoritySpec::default()
+        },
+    );
+    ca.status = Some(CertificateAuthorityStatus {
+        fingerprint: Some(current.fingerprint().to_owned()),
+        previous: vec![PreviousAuthority {
+            fingerprint: previous.fingerprint().to_owned(),
+            certificate: previous.cert_pem().to_owned(),
+            cross_signed: None,
+            retired_at: Time(Timestamp::try_from(retired_at).expect("time")),
+        }],
+        ..CertificateAuthorityStatus::default()
+    });
+    ca
+}
+
+/// ServiceCertificate `uid`, Ready, renewing at `renewal`, whose Secret
+/// `old` signed; with that Secret.
+fn signed_by_previous(
+    uid: &str,
+    old: &Authority,
+    issued: SystemTime,
+    renewal: SystemTime,
+) -> (ServiceCertificate, Secret) {
+    let mut scert = ready(scert(), renewal);
+    scert.metadata.uid = Some(uid.to_owned());
+    let (secret, serial) = issued_by(old, issued);
+    scert.status.as_mut().expect("status").serial_number = Some(serial);
+    (scert, secret)
+}
+
+fn with_issuer<'a>(
+    secret: &'a Secret,
+    ca: &'a CertificateAuthority,
+    now: SystemTime,
+) -> Observed<'a> {
+    Observed {
+        secret: Some(secret),
+        issuer: Some(ca),
+        ..observed(now)
+    }
+}
+
+#[test]
+fn after_a_key_pair_change_each_certificate_waits_for_its_own_turn_within_half_the_overlap() {
+    let (old, new) = (test_ca(), test_ca());
+    let issued = SystemTime::now() - 3_600 * Duration::from_secs(1);
+    let rotated = SystemTime::now();
+    let ca = rotated_ca(&new, &old, rotated, "24h");
+    let mut turns = Vec::new();
+    for i in 0..40 {
+        let uid = format!("uid-{i}");
+        let (scert, secret) = signed_by_previous(&uid, &old, issued, rotated + 30 * DAY);
+        let decision = decide(&scert, with_issuer(&secret, &ca, rotated));
+        let Decision::WaitUntil(turn) = decision else {
+            panic!("{uid}: expected to wait for its turn, got {decision:?}")
+        };
+        assert!(
+            turn >= rotated && turn < rotated + 12 * 3_600 * Duration::from_secs(1),
+            "{uid}: the turn falls in the first half of the overlap"
+        );
+        assert_eq!(
+            decide(
+                &scert,
+                with_issuer(&secret, &ca, rotated + Duration::from_secs(1))
+            ),
+            Decision::WaitUntil(turn),
+            "{uid}: the same turn every time it is asked"
+        );
+        turns.push(turn);
+    }
+    turns.sort();
+    turns.dedup();
+    assert!(
+        turns.len() > 30,
+        "turns are spread, not shared: {} distinct of 40",
+        turns.len()
+    );
+}
+
+#[test]
+fn when_its_turn_comes_a_certificate_is_published_as_issuer_changed() {
+    let (old, new) = (test_ca(), test_ca());
+    let rotated = SystemTime::now();
+    let ca = rotated_ca(&new, &old, rotated, "24h");
+    let (scert, secret) = signed_by_previous("uid-7", &old, rotated, rotated + 30 * DAY);
+    let turn = reissue_turn("uid-7", &ca, Some(old.fingerprint())).expect("a turn");
+    assert_eq!(
+        decide(&scert, with_issuer(&secret, &ca, turn)),
+        Decision::Publish {
+            trigger: Trigger::IssuerChanged,
+            dedup_id: format!("uid-7/3/issuer/{}", new.fingerprint()),
+            detail: "the CertificateAuthority's key pair changed".into(),
+        }
+    );
+}
+
+#[test]
+fn a_renewal_due_before_its_turn_is_waited_for_first() {
+    let (old, new) = (test_ca(), test_ca());
+    let rotated = SystemTime::now();
+    let ca = rotated_ca(&new, &old, rotated, "24h");
+    let renewal = rotated + Duration::from_secs(1);
+    // "uid-3" has a turn later than one second after the change.
+    let turn = reissue_turn("uid-3", &ca, Some(old.fingerprint())).expect("a turn");
+    assert!(turn > renewal);
+    let (scert, secret) = signed_by_previous("uid-3", &old, rotated, renewal);
+    assert_eq!(
+        decide(&scert, with_issuer(&secret, &ca, rotated)),
+        Decision::WaitUntil(renewal)
+    );
+}
+
+#[test]
+fn a_certificate_from_a_ca_no_longer_in_its_overlap_is_reissued_at_once() {
+    let (oldest, old, new) = (test_ca(), test_ca(), test_ca());
+    let rotated = SystemTime::now();
+    // The status lists `old` as previous; the Secret was signed by `oldest`.
+    let ca = rotated_ca(&new, &old, rotated, "24h");
+    let (scert, secret) = signed_by_previous("uid-1", &oldest, rotated, rotated + 30 * DAY);
+    assert_eq!(
+        trigger(&decide(&scert, with_issuer(&secret, &ca, rotated))),
+        Some(Trigger::IssuerChanged)
+    );
+}
+
+#[test]
+fn a_zero_overlap_reissues_at_once() {
+    let (old, new) = (test_ca(), test_ca());
+    let rotated = SystemTime::now();
+    let ca = rotated_ca(&new, &old, rotated, "0s");
+    let (scert, secret) = signed_by_previous("uid-1", &old, rotated, rotated + 30 * DAY);
+    assert_eq!(
+        trigger(&decide(&scert, with_issuer(&secret, &ca, rotated))),
+        Some(Trigger::IssuerChanged)
+    );
+}
+
+#[test]
+fn a_certificate_from_the_current_ca_is_not_reissued() {
+    let (old, new) = (test_ca(), test_ca());
+    let rotated = SystemTime::now();
+    let ca = rotated_ca(&new, &old, rotated, "24h");
+    let renewal = rotated + 30 * DAY;
+    let (scert, secret) = signed_by_previous("uid-1", &new, rotated, renewal);
+    assert_eq!(
+        decide(&scert, with_issuer(&secret, &ca, rotated)),
+        Decision::WaitUntil(renewal)
+    );
 }
