@@ -2,14 +2,16 @@
 //! a real certflow-reporter process checks each call's ServiceAccount token
 //! with a TokenReview for its audience and the caller's permission with a
 //! SubjectAccessReview against the real API server's RBAC, as set up by the
-//! documented Role (`deploy/examples/report-client/rbac.yaml`).
+//! documented Role (`deploy/examples/report-client/rbac.yaml`). And a caller
+//! cannot pass for certflow: its Events name it, and certflow's own reason
+//! words are refused (`docs/design/20261203-report-api-identity.md`).
 
 use std::time::Duration;
 
 use certflow_e2e::report_api::{self, AUDIENCE, report};
 use certflow_e2e::services::Services;
 use certflow_e2e::{eventually, run_ok};
-use certflow_proto::v1::ReportRequest;
+use certflow_proto::v1::{EventType, ReportRequest};
 use certflow_testenv::{SERVICE_ACCOUNT_ISSUER, TestEnv};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
@@ -190,6 +192,150 @@ async fn only_a_service_account_token_for_the_reporter_with_a_grant_for_the_name
     assert_eq!(count("unauthenticated"), 3.0, "{metrics}");
     assert_eq!(count("permission_denied"), 2.0, "{metrics}");
     assert!(count("ok") >= 2.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_report_names_its_caller_and_may_not_use_certflows_own_reasons() {
+    let env = certflow_testenv::shared();
+    let app_ns = env.create_namespace("ident-app").await.expect("namespace");
+    let callers_ns = env
+        .create_namespace("ident-callers")
+        .await
+        .expect("namespace");
+    let services = Services::start(env, &app_ns, 0).await;
+    let reporter = &services.reporters[0];
+    let port = reporter.grpc_port.expect("gRPC port");
+    run_ok(
+        env.kubectl().args(["apply", "-n", &app_ns, "-f", "-"]),
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "consumer"},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1",
+              "envFrom": [{"secretRef": {"name": "app-tls"}}]}]}}"#,
+    );
+    // Two ServiceAccounts, both granted the documented Role.
+    let mut callers = Vec::new();
+    for account in ["quota-checker", "deployer"] {
+        let token = report_api::token(env, &callers_ns, account).await;
+        report_api::grant_report(env, &app_ns, &callers_ns, account);
+        let username = format!("system:serviceaccount:{callers_ns}:{account}");
+        callers.push((username, report_api::connect(port, Some(&token)).await));
+    }
+    let quota_exceeded = || {
+        let mut request = report(&app_ns, "app-tls", "QuotaExceeded");
+        request.r#type = EventType::Warning.into();
+        request.message = "The namespace has used its certificate quota.".into();
+        // What a caller claims to be is not who it is.
+        request.reporting_component = "certflow-signer".into();
+        request
+    };
+
+    // certflow's own reason words are refused, whatever their case, and
+    // the refusal names the word that is reserved.
+    for (reason, reserved) in [
+        ("PolicyViolation", "PolicyViolation"),
+        ("POLICYVIOLATION", "PolicyViolation"),
+        ("Issued", "Issued"),
+    ] {
+        let mut forged = quota_exceeded();
+        forged.reason = reason.into();
+        let status = refused(&mut callers[0].1, forged, tonic::Code::InvalidArgument).await;
+        for text in [reserved, "reserved"] {
+            assert!(status.message().contains(text), "{text}: {status:?}");
+        }
+    }
+
+    // The same words from both callers, once the reporter's index knows
+    // the consuming Pod.
+    for (username, client) in &callers {
+        eventually(
+            &format!("{username}'s report to reach the consuming Pod"),
+            WAIT,
+            || {
+                let mut client = client.clone();
+                let request = quota_exceeded();
+                async move {
+                    let recipients = client.report(request).await.ok()?.into_inner().recipients;
+                    (recipients >= 1).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    // Through the API: one Event per caller (the same words did not merge
+    // into one Event that names only one of them), each naming its caller
+    // in reportingInstance and the note, written by certflow-reporter for
+    // a report.
+    let events: Api<Event> = Api::namespaced(env.client().await.expect("client"), &app_ns);
+    let on_pod = ListParams::default().fields("regarding.name=consumer");
+    let written = eventually("an Event for each caller on the Pod", WAIT, || async {
+        let items = events.list(&on_pod).await.ok()?.items;
+        (items.len() >= callers.len()).then_some(items)
+    })
+    .await;
+    assert_eq!(written.len(), callers.len(), "{written:#?}");
+    for (username, _) in &callers {
+        let event = written
+            .iter()
+            .find(|e| e.reporting_instance.as_deref() == Some(username.as_str()))
+            .unwrap_or_else(|| panic!("no Event names {username}: {written:#?}"));
+        assert_eq!(
+            event.note.as_deref(),
+            Some(
+                format!(
+                    "Reported by \"{username}\": The namespace has used its certificate quota."
+                )
+                .as_str()
+            ),
+            "{event:#?}"
+        );
+        assert_eq!(event.reason.as_deref(), Some("QuotaExceeded"));
+        assert_eq!(event.action.as_deref(), Some("Report"));
+        assert_eq!(
+            event.reporting_controller.as_deref(),
+            Some("certflow-reporter")
+        );
+    }
+    // None of the refused reasons was written, in any case.
+    let all = events
+        .list(&ListParams::default())
+        .await
+        .expect("list Events");
+    let reasons: Vec<_> = all.items.iter().filter_map(|e| e.reason.clone()).collect();
+    assert_eq!(reasons, ["QuotaExceeded", "QuotaExceeded"], "{reasons:?}");
+
+    // What the app owner reads: `kubectl describe pod` prints who sent each
+    // Warning, and no certflow-sounding reason.
+    let described = run_ok(
+        env.kubectl()
+            .args(["describe", "pod", "consumer", "-n", &app_ns]),
+        "",
+    );
+    let lines: Vec<&str> = described
+        .split("\nEvents:")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("Warning"))
+        .collect();
+    for (username, _) in &callers {
+        let attribution = format!("Reported by \"{username}\": The namespace has used");
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.contains("QuotaExceeded") && line.contains(&attribution)),
+            "no Warning naming {username}:\n{described}"
+        );
+    }
+    assert_eq!(lines.len(), callers.len(), "{described}");
+    assert!(!described.contains("PolicyViolation"), "{described}");
+
+    let metrics = reporter.metrics().await;
+    let invalid = certflow_e2e::services::sum_metric(
+        &metrics,
+        "certflow_reporter_reports_total{result=\"invalid_report\"}",
+    );
+    assert_eq!(invalid, 3.0, "{metrics}");
 }
 
 #[tokio::test]

@@ -132,8 +132,12 @@ impl Guard {
             .iter()
             .flatten()
             .any(|audience| *audience == self.audience);
+        // Every Event a call writes names its caller, so a user without a
+        // name (no authenticator gives one, but nothing forbids it) is not
+        // let in.
+        let named = |user: &UserInfo| user.username.as_deref().is_some_and(|n| !n.is_empty());
         match status.user {
-            Some(user) if status.authenticated == Some(true) && for_us => {
+            Some(user) if status.authenticated == Some(true) && for_us && named(&user) => {
                 self.cache().insert(key, user.clone(), Instant::now());
                 Ok(user)
             }

@@ -11,6 +11,13 @@
 //! `servicecertificates/report` in the namespace the report is about (else
 //! `PERMISSION_DENIED`). Only then is the ServiceCertificate or Secret looked
 //! up, so a caller learns nothing about namespaces it may not report about.
+//!
+//! A caller cannot speak as certflow: a reason that is one of certflow's
+//! own words ([`reserved_reason`]) is `INVALID_ARGUMENT`, and every Event a
+//! call writes names the caller, the username the TokenReview returned, in
+//! its note and its `reportingInstance` ([`Notice::reported_by`]). The
+//! request's `reporting_component` is the caller's own claim, so it is only
+//! logged. See `docs/design/20261203-report-api-identity.md`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,13 +35,14 @@ use tracing::{Span, info, instrument, warn};
 use crate::Error;
 use crate::auth::Guard;
 use crate::events::{EventType, MAX_WORD_BYTES, Notice};
-use crate::report::{Reporter, Target, compose};
+use crate::report::{Reporter, Target, compose, reserved_reason};
 
 /// The `action` of Events written for a `Report` call.
 pub const REPORT_ACTION: &str = "Report";
 
-/// Checks a request and turns it into what to report about and what to say.
-pub fn parse(request: &ReportRequest) -> Result<(Target, Notice), Error> {
+/// Checks a request of `caller` (the authenticated username) and turns it
+/// into what to report about and what to say on the caller's behalf.
+pub fn parse(request: &ReportRequest, caller: &str) -> Result<(Target, Notice), Error> {
     let invalid = |reason: &str| Error::InvalidReport {
         reason: reason.to_owned(),
     };
@@ -67,6 +75,16 @@ pub fn parse(request: &ReportRequest) -> Result<(Target, Notice), Error> {
         }
     };
     let reason = &request.reason;
+    // Before the shape check, so that "policyviolation" is told why too.
+    if let Some(word) = reserved_reason(reason) {
+        return Err(Error::InvalidReport {
+            reason: format!(
+                "reason {reason:?} is reserved: {word} is a reason certflow reports itself \
+                 (docs/errors.md), and app owners must be able to trust that it comes from \
+                 certflow; choose a word of your own for what your service found"
+            ),
+        });
+    }
     let camel_case = reason.len() <= MAX_WORD_BYTES
         && reason.starts_with(|c: char| c.is_ascii_uppercase())
         && reason.chars().all(|c| c.is_ascii_alphanumeric());
@@ -84,7 +102,8 @@ pub fn parse(request: &ReportRequest) -> Result<(Target, Notice), Error> {
         &request.value,
         &request.suggestion,
     );
-    Ok((target, Notice::new(type_, reason, REPORT_ACTION, &note)))
+    let notice = Notice::reported_by(caller, type_, reason, REPORT_ACTION, &note);
+    Ok((target, notice))
 }
 
 fn check_namespace(namespace: &str) -> Result<(), Error> {
@@ -143,7 +162,7 @@ impl ReportService {
         let caller = self.guard.authenticate(request.metadata()).await?;
         let username = caller.username.as_deref().unwrap_or_default();
         Span::current().record("caller", username);
-        let (target, notice) = parse(request.get_ref())?;
+        let (target, notice) = parse(request.get_ref(), username)?;
         self.guard.authorize(&caller, namespace_of(&target)).await?;
         self.reporter.report(&target, &notice).await
     }
@@ -238,6 +257,8 @@ mod tests {
 
     use super::*;
 
+    const CALLER: &str = "system:serviceaccount:platform:quota-checker";
+
     fn request() -> ReportRequest {
         ReportRequest {
             regarding: Some(Regarding::ServiceCertificate(ServiceCertificateRef {
@@ -256,7 +277,7 @@ mod tests {
 
     #[test]
     fn a_complete_request_becomes_a_target_and_a_notice() {
-        let (target, notice) = parse(&request()).unwrap_or_else(|err| panic!("{err}"));
+        let (target, notice) = parse(&request(), CALLER).unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(
             target,
             Target::Certificate {
@@ -269,8 +290,61 @@ mod tests {
         assert_eq!(notice.action(), "Report");
         assert_eq!(
             notice.note(),
-            "The namespace has used its certificate quota. delete unused ServiceCertificates"
+            "Reported by \"system:serviceaccount:platform:quota-checker\": The namespace has \
+             used its certificate quota. delete unused ServiceCertificates"
         );
+    }
+
+    #[test]
+    fn a_reported_event_names_its_caller_not_the_component_it_claims() {
+        let mut claims_to_be_certflow = request();
+        claims_to_be_certflow.reporting_component = "certflow-signer".into();
+        let (_, notice) =
+            parse(&claims_to_be_certflow, CALLER).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(notice.caller(), Some(CALLER));
+        assert_eq!(notice.reporting_instance("certflow-reporter-0"), CALLER);
+        assert!(!notice.note().contains("certflow-signer"), "{notice:?}");
+    }
+
+    #[test]
+    fn certflows_own_reasons_are_refused_in_any_case_naming_the_reserved_word() {
+        let words = certflow_diagnostics::Reason::ALL
+            .iter()
+            .map(|reason| reason.as_str())
+            .chain(["Issued", "Failed"]);
+        for word in words {
+            for spelling in [
+                word.to_owned(),
+                word.to_ascii_lowercase(),
+                word.to_ascii_uppercase(),
+            ] {
+                let mut forged = request();
+                forged.reason.clone_from(&spelling);
+                let Err(err) = parse(&forged, CALLER) else {
+                    panic!("{spelling:?} was accepted");
+                };
+                let status = status(&err);
+                assert_eq!(status.code(), tonic::Code::InvalidArgument, "{spelling}");
+                for text in [&format!("{spelling:?}"), word, "reserved"] {
+                    assert!(status.message().contains(text), "{text}: {status:?}");
+                }
+                assert_eq!(err.kind(), "invalid_report");
+            }
+        }
+    }
+
+    #[test]
+    fn a_reason_that_only_resembles_certflows_is_the_callers_own() {
+        for reason in [
+            "PolicyViolations",
+            "QuotaPolicyViolation",
+            "IssuedElsewhere",
+        ] {
+            let mut own = request();
+            own.reason = reason.into();
+            let notice = parse(&own, CALLER).map(|(_, notice)| notice);
+            assert_eq!(notice.as_ref().map(Notice::reason).ok(), Some(reason));
+        }
     }
 
     #[test]
@@ -280,7 +354,7 @@ mod tests {
             namespace: "shop".into(),
             secret_name: "web-tls".into(),
         }));
-        let target = parse(&secret).map(|(target, _)| target).ok();
+        let target = parse(&secret, CALLER).map(|(target, _)| target).ok();
         assert_eq!(
             target,
             Some(Target::Secret {
@@ -333,7 +407,7 @@ mod tests {
         for (what, change) in cases {
             let mut bad = request();
             change(&mut bad);
-            let result = parse(&bad);
+            let result = parse(&bad, CALLER);
             assert!(
                 matches!(result, Err(Error::InvalidReport { .. })),
                 "{what}: {result:?}"
@@ -373,7 +447,7 @@ mod tests {
             secret_name: "web-tls".into(),
         }));
         for (request, namespace) in [(request(), "shop"), (secret, "payments")] {
-            let target = parse(&request).map(|(target, _)| target).ok();
+            let target = parse(&request, CALLER).map(|(target, _)| target).ok();
             assert_eq!(target.as_ref().map(namespace_of), Some(namespace));
         }
     }

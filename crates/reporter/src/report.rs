@@ -11,7 +11,7 @@
 //! | `Issued` after a failure | Normal `Issued` | Normal `Issued` |
 //! | `Issued`, nothing failing | Normal `Issued` | nothing |
 //! | a Pod appears consuming a failing Secret | — | Warning (the current failure) |
-//! | `Report` request | its type | its type |
+//! | `Report` request | its type, naming the caller | its type, naming the caller |
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use certflow_api::ServiceCertificate;
 use certflow_bus::{ActiveFailures, FailureKey};
+use certflow_diagnostics::Reason;
 use certflow_proto::v1::{Failed, Issued, Outcome, outcome};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt as _};
@@ -36,6 +37,24 @@ pub const ISSUE_ACTION: &str = "Issue";
 
 /// The `reason` of the Normal Event written when a certificate is issued.
 pub const ISSUED_REASON: &str = "Issued";
+
+/// The `reason` of a failure whose outcome names none.
+pub const FAILED_REASON: &str = "Failed";
+
+/// The word certflow writes itself that `reason` is, ignoring case: a
+/// reason of the failure catalog ([`Reason::ALL`]), [`ISSUED_REASON`] or
+/// [`FAILED_REASON`]. A `Report` caller may use none of them, so that an
+/// Event with one of these reasons is always certflow's own diagnosis, for
+/// an app owner reading `kubectl describe` and for an alert selecting on
+/// `reason`. Case is ignored so that `POLICYVIOLATION` cannot pass for the
+/// real one either.
+pub fn reserved_reason(reason: &str) -> Option<&'static str> {
+    Reason::ALL
+        .iter()
+        .map(|reason| reason.as_str())
+        .chain([ISSUED_REASON, FAILED_REASON])
+        .find(|word| word.eq_ignore_ascii_case(reason))
+}
 
 /// Attempts at telling a new Pod about a failure (1 s, 2 s, 4 s apart).
 const NEW_POD_ATTEMPTS: u32 = 4;
@@ -94,7 +113,7 @@ pub fn failure_notice(failed: &Failed) -> Notice {
         failed.message.clone()
     };
     let reason = if failed.reason.is_empty() {
-        "Failed"
+        FAILED_REASON
     } else {
         &failed.reason
     };

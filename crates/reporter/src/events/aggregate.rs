@@ -1,5 +1,5 @@
-//! Folding repeats into one Event per (object, type, reason, note), and
-//! deciding when to write it.
+//! Folding repeats into one Event per (object, type, reason, note, and the
+//! `Report` caller if any), and deciding when to write it.
 //!
 //! Each observation of a notice about an object is counted. The first one
 //! creates the Event; repeats grow its `series.count`, written at most once
@@ -49,13 +49,18 @@ impl Default for AggregationSettings {
     }
 }
 
-/// Identifies one Event: the object, the type, the reason and the note.
+/// Identifies one Event: the object, the type, the reason, the note and,
+/// for a `Report` call, the caller. Two callers sending the same words get
+/// an Event each, so none is counted under another's name (their notes
+/// differ already; the caller is keyed too so that this never depends on
+/// how a note is worded or cut).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EventKey {
     uid: String,
     type_: EventType,
     reason: String,
     note_hash: u64,
+    caller: Option<String>,
 }
 
 impl EventKey {
@@ -65,6 +70,7 @@ impl EventKey {
             type_: notice.type_(),
             reason: notice.reason().to_owned(),
             note_hash: fnv1a(&[notice.note()]),
+            caller: notice.caller().map(str::to_owned),
         }
     }
 
@@ -79,14 +85,19 @@ impl EventKey {
 }
 
 /// The Event's name: the object's name and a hash of the key, so that every
-/// replica names the same Event the same way.
+/// replica names the same Event the same way. certflow's own Events hash
+/// exactly what they did before `Report` callers were keyed, so their names
+/// (which a new replica looks up to see whether a Pod was told) did not
+/// change.
 pub fn event_name(regarding: &ObjectRef, notice: &Notice) -> String {
-    let hash = fnv1a(&[
-        &regarding.uid,
+    let mut parts = vec![
+        regarding.uid.as_str(),
         notice.type_().as_str(),
         notice.reason(),
         notice.note(),
-    ]);
+    ];
+    parts.extend(notice.caller());
+    let hash = fnv1a(&parts);
     let suffix = format!(".{hash:016x}");
     let mut prefix: String = regarding
         .name
@@ -306,11 +317,14 @@ impl Aggregator {
         }
     }
 
-    /// Forgets the Warnings about the object `uid`, so that no series update
-    /// still owed is written after the failure was resolved.
+    /// Forgets certflow's own Warnings about the object `uid`, so that no
+    /// series update still owed is written after the failure was resolved.
+    /// A `Report` caller's Warning is not certflow's to resolve: its count
+    /// is still written.
     pub fn forget_warnings(&mut self, uid: &str) {
-        self.entries
-            .retain(|key, _| !(key.uid == uid && key.type_ == EventType::Warning));
+        self.entries.retain(|key, _| {
+            !(key.uid == uid && key.type_ == EventType::Warning && key.caller.is_none())
+        });
     }
 
     /// Forgets Events not observed for [`AggregationSettings::idle`] and,

@@ -22,7 +22,12 @@ use k8s_openapi::api::core::v1::ObjectReference;
 
 pub use writer::{EventWriter, Recorded, WriterSettings};
 
-/// The `reportingController` of every Event certflow writes.
+/// The `reportingController` of every Event certflow writes, including
+/// those it writes for a `Report` caller: it names the controller that
+/// emitted the Event, as Kubernetes defines the field. Whose words an Event
+/// carries is said by its `reason` (certflow's own words are reserved,
+/// [`crate::report::reserved_reason`]), its note and its
+/// `reportingInstance` ([`Notice::reported_by`]).
 pub const REPORTING_CONTROLLER: &str = "certflow-reporter";
 
 /// The longest `reason`, `action` and `reportingInstance` the API accepts.
@@ -81,26 +86,51 @@ impl EventType {
     }
 }
 
-/// What an Event says. Built with [`Notice::new`], which makes the note safe.
+/// What an Event says, and on whose behalf. Built with [`Notice::new`]
+/// (certflow's own words) or [`Notice::reported_by`] (a `Report` caller's),
+/// both of which make the note safe.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Notice {
     type_: EventType,
     reason: String,
     action: String,
     note: String,
+    caller: Option<String>,
 }
 
 impl Notice {
-    /// A notice with `note` sanitized ([`note::sanitize`]) and `reason` and
-    /// `action` cut to what the API accepts. `reason` is the stable
-    /// CamelCase word (`PolicyViolation`, `Issued`); `action` what certflow
-    /// was doing (`Issue`).
+    /// certflow's own notice, with `note` sanitized ([`note::sanitize`]) and
+    /// `reason` and `action` cut to what the API accepts. `reason` is the
+    /// stable CamelCase word (`PolicyViolation`, `Issued`); `action` what
+    /// certflow was doing (`Issue`).
     pub fn new(type_: EventType, reason: &str, action: &str, note: &str) -> Self {
         Self {
             type_,
             reason: word(reason, "Unknown"),
             action: word(action, "Report"),
             note: note::sanitize(note),
+            caller: None,
+        }
+    }
+
+    /// A notice that `caller` (the Kubernetes username of an authenticated
+    /// `Report` caller, e.g. `system:serviceaccount:platform:quota-checker`)
+    /// sent: its note opens with `Reported by "<caller>": `
+    /// ([`note::attributed`]), its Event's `reportingInstance` is the caller,
+    /// and it is a different Event from the same words sent by anyone else.
+    pub fn reported_by(
+        caller: &str,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        message: &str,
+    ) -> Self {
+        Self {
+            type_,
+            reason: word(reason, "Unknown"),
+            action: word(action, "Report"),
+            note: note::attributed(caller, message),
+            caller: Some(caller.to_owned()),
         }
     }
 
@@ -118,6 +148,21 @@ impl Notice {
 
     pub fn note(&self) -> &str {
         &self.note
+    }
+
+    /// The `Report` caller who sent this notice; `None` for certflow's own.
+    pub fn caller(&self) -> Option<&str> {
+        self.caller.as_deref()
+    }
+
+    /// The Event's `reportingInstance`: the caller, cut to what the API
+    /// accepts, for a reported notice; `own` (this replica) for certflow's.
+    pub fn reporting_instance(&self, own: &str) -> String {
+        self.caller
+            .as_deref()
+            .map(|caller| note::instance(caller, MAX_WORD_BYTES))
+            .filter(|instance| !instance.is_empty())
+            .unwrap_or_else(|| own.to_owned())
     }
 }
 
@@ -147,6 +192,28 @@ mod tests {
         assert_eq!(notice.action(), "Report");
         let long = Notice::new(EventType::Normal, &"A".repeat(300), "Issue", "x");
         assert_eq!(long.reason().len(), MAX_WORD_BYTES);
+    }
+
+    #[test]
+    fn a_reported_notice_is_signed_by_its_caller_and_certflows_by_the_replica() {
+        let caller = "system:serviceaccount:platform:quota-checker";
+        let reported = Notice::reported_by(
+            caller,
+            EventType::Warning,
+            "QuotaExceeded",
+            "Report",
+            "Full.",
+        );
+        assert_eq!(reported.caller(), Some(caller));
+        assert_eq!(reported.reporting_instance("certflow-reporter-0"), caller);
+        assert_eq!(reported.note(), format!("Reported by \"{caller}\": Full."));
+        let own = Notice::new(EventType::Warning, "PolicyViolation", "Issue", "Bad.");
+        assert_eq!(own.caller(), None);
+        assert_eq!(
+            own.reporting_instance("certflow-reporter-0"),
+            "certflow-reporter-0"
+        );
+        assert_eq!(own.note(), "Bad.");
     }
 
     #[test]

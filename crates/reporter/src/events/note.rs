@@ -5,7 +5,8 @@
 //! control-plane service. Both pass through [`sanitize`], so no Event ever
 //! carries a control character, text that renders differently from its
 //! bytes, something that looks like key material, or more than the API's
-//! 1 KiB.
+//! 1 KiB. A `Report` caller's message is also [`attributed`] to the caller,
+//! so `kubectl describe` never shows it as certflow's own words.
 
 /// The API server refuses an Event whose note is longer (bytes).
 pub const MAX_NOTE_BYTES: usize = 1024;
@@ -20,11 +21,23 @@ const BASE64_RUN: usize = 40;
 /// Shown when the message is empty.
 const EMPTY: &str = "(no message)";
 
+/// The most bytes of a caller's name an attribution quotes. A
+/// ServiceAccount's username (`system:serviceaccount:<namespace>:<name>`)
+/// is at most 338 bytes, so it is always quoted whole; only a name from
+/// another authenticator could be longer, and the message keeps at least
+/// 600 bytes.
+pub const MAX_CALLER_BYTES: usize = 400;
+
 /// `text` with key material redacted, control and invisible characters
 /// escaped (`\n`, `\u{200B}`), surrounding whitespace trimmed, and cut to at
 /// most [`MAX_NOTE_BYTES`] bytes on a character boundary, ending in "…"
 /// when it was cut.
 pub fn sanitize(text: &str) -> String {
+    sanitize_within(text, MAX_NOTE_BYTES)
+}
+
+/// [`sanitize`], cut to at most `max` bytes.
+fn sanitize_within(text: &str, max: usize) -> String {
     let redacted = redact_base64_runs(&redact_pem(text));
     let mut escaped = String::with_capacity(redacted.len());
     for c in redacted.trim().chars() {
@@ -33,7 +46,47 @@ pub fn sanitize(text: &str) -> String {
     if escaped.is_empty() {
         return EMPTY.to_owned();
     }
-    bounded(escaped, MAX_NOTE_BYTES)
+    bounded(escaped, max)
+}
+
+/// The note of an Event written for a `Report` call of `caller` (the
+/// username the API server's TokenReview named): `Reported by "<caller>": `
+/// and the [`sanitize`]d `message`, at most [`MAX_NOTE_BYTES`] in all.
+///
+/// The attribution comes first, so cutting a long message never cuts it.
+/// The caller's name is escaped like a message (and its quotes and
+/// backslashes too, so it cannot close its own quotes) but never redacted:
+/// the API server chose it, and an Event that hid who sent it would defeat
+/// its purpose.
+pub fn attributed(caller: &str, message: &str) -> String {
+    let prefix = format!("Reported by \"{}\": ", quoted(caller));
+    let message = sanitize_within(message, MAX_NOTE_BYTES - prefix.len());
+    prefix + &message
+}
+
+/// `caller` escaped for a double-quoted string and cut to
+/// [`MAX_CALLER_BYTES`].
+fn quoted(caller: &str) -> String {
+    let mut escaped = String::with_capacity(caller.len());
+    for c in caller.chars() {
+        match c {
+            '"' => escaped.push_str("\\\""),
+            '\\' => escaped.push_str("\\\\"),
+            c => push_escaped(&mut escaped, c),
+        }
+    }
+    bounded(escaped, MAX_CALLER_BYTES)
+}
+
+/// `caller` as an Event's `reportingInstance`: escaped like a note and cut
+/// to `max` bytes (the API's limit is 128; a ServiceAccount's username may
+/// be longer, in which case the note still names it whole).
+pub fn instance(caller: &str, max: usize) -> String {
+    let mut escaped = String::with_capacity(caller.len());
+    for c in caller.trim().chars() {
+        push_escaped(&mut escaped, c);
+    }
+    bounded(escaped, max)
 }
 
 /// Replaces each PEM block (and an unterminated one, to the end) by [`REDACTED`].
@@ -197,6 +250,69 @@ mod tests {
         }
         let exact = "y".repeat(MAX_NOTE_BYTES);
         assert_eq!(sanitize(&exact), exact);
+    }
+
+    const CALLER: &str = "system:serviceaccount:platform:quota-checker";
+
+    #[test]
+    fn a_callers_message_opens_with_who_sent_it() {
+        assert_eq!(
+            attributed(CALLER, "  Over\nquota. "),
+            "Reported by \"system:serviceaccount:platform:quota-checker\": Over\\nquota."
+        );
+    }
+
+    #[test]
+    fn a_long_message_gives_way_to_the_attribution() {
+        for message in ["x".repeat(5000), "é".repeat(3000)] {
+            let note = attributed(CALLER, &message);
+            assert!(note.len() <= MAX_NOTE_BYTES, "{} bytes", note.len());
+            assert!(note.starts_with(&format!("Reported by \"{CALLER}\": ")));
+            assert!(note.ends_with('…'));
+        }
+        // The longest ServiceAccount username is quoted whole.
+        let longest = format!(
+            "system:serviceaccount:{}:{}",
+            "n".repeat(63),
+            "a".repeat(253)
+        );
+        let note = attributed(&longest, &"x".repeat(5000));
+        assert!(note.contains(&longest));
+        assert!(note.len() <= MAX_NOTE_BYTES);
+    }
+
+    #[test]
+    fn a_caller_cannot_end_its_own_quotes_or_break_the_line() {
+        let note = attributed("mallory\": PolicyViolation\nx\\", "hi");
+        assert_eq!(
+            note,
+            "Reported by \"mallory\\\": PolicyViolation\\nx\\\\\": hi"
+        );
+    }
+
+    #[test]
+    fn the_message_is_redacted_but_the_callers_name_never_is() {
+        let opaque = "oidc:CiQ4ZjQ3YjBmZS1hMmM4LTQ5ZTQtYmVmMC02NzE2N2E2MzI1YjASBWxvY2Fs";
+        let note = attributed(
+            opaque,
+            "MHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5oY4/kTc0fHKvoAoGCCqGSM49 leaked",
+        );
+        assert!(
+            note.starts_with(&format!("Reported by \"{opaque}\": ")),
+            "{note}"
+        );
+        assert!(note.contains(REDACTED), "{note}");
+        assert!(!note.contains("MHcCAQEE"), "{note}");
+    }
+
+    #[test]
+    fn an_instance_is_the_caller_within_the_apis_limit() {
+        assert_eq!(instance(CALLER, 128), CALLER);
+        let long = format!("system:serviceaccount:team-a:{}", "a".repeat(200));
+        let cut = instance(&long, 128);
+        assert!(cut.len() <= 128, "{} bytes", cut.len());
+        assert!(cut.starts_with("system:serviceaccount:team-a:aaa") && cut.ends_with('…'));
+        assert_eq!(instance("a\nb", 128), "a\\nb");
     }
 
     #[test]

@@ -30,7 +30,8 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How the writer identifies itself and aggregates.
 #[derive(Clone, Debug)]
 pub struct WriterSettings {
-    /// `reportingInstance`: this replica (its Pod name).
+    /// `reportingInstance` of certflow's own Events: this replica (its Pod
+    /// name). An Event written for a `Report` call names its caller instead.
     pub instance: String,
     pub aggregation: AggregationSettings,
 }
@@ -296,7 +297,7 @@ impl EventWriter {
                 last_observed_time: MicroTime(write.last_observed),
             }),
             reporting_controller: Some(REPORTING_CONTROLLER.to_owned()),
-            reporting_instance: Some(self.instance.clone()),
+            reporting_instance: Some(notice.reporting_instance(&self.instance)),
             action: Some(notice.action().to_owned()),
             reason: Some(notice.reason().to_owned()),
             note: Some(notice.note().to_owned()),

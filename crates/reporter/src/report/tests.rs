@@ -149,3 +149,41 @@ fn a_failure_holds_while_its_certificate_exists_and_is_not_ready() {
     );
     assert!(!still_failing(&failure, None), "deleted");
 }
+
+#[test]
+fn certflows_own_reason_words_are_reserved_whatever_their_case() {
+    for reason in certflow_diagnostics::Reason::ALL {
+        let word = reason.as_str();
+        for spelling in [
+            word.to_owned(),
+            word.to_ascii_lowercase(),
+            word.to_ascii_uppercase(),
+        ] {
+            assert_eq!(reserved_reason(&spelling), Some(word), "{spelling}");
+        }
+    }
+    assert_eq!(reserved_reason("Issued"), Some(ISSUED_REASON));
+    assert_eq!(reserved_reason("failed"), Some(FAILED_REASON));
+    assert_eq!(reserved_reason("policyviolation"), Some("PolicyViolation"));
+    for callers_own in ["QuotaExceeded", "PolicyViolations", "Policy", ""] {
+        assert_eq!(reserved_reason(callers_own), None, "{callers_own}");
+    }
+}
+
+#[test]
+fn the_reasons_certflow_writes_itself_are_reserved() {
+    let failure = failure_notice(&failed("x"));
+    let unnamed = failure_notice(&Failed {
+        reason: String::new(),
+        ..failed("x")
+    });
+    let issued = issued_notice(&outcome(1, 1), &Issued::default(), None);
+    for notice in [failure, unnamed, issued] {
+        assert!(
+            reserved_reason(notice.reason()).is_some(),
+            "{}",
+            notice.reason()
+        );
+        assert_eq!(notice.caller(), None, "certflow's own");
+    }
+}

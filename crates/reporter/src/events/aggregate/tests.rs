@@ -296,6 +296,66 @@ fn event_names_are_stable_valid_and_distinct_per_key() {
 }
 
 #[test]
+fn certflows_own_event_names_did_not_change_when_callers_were_keyed() {
+    // Names are looked up by a new replica ("was this Pod told?"); a name
+    // that changed would make it tell every Pod again.
+    assert_eq!(
+        event_name(&pod("u1"), &warning("bad")),
+        "web-7d9-abcde.f988ce5b09279b0b"
+    );
+}
+
+fn reported(caller: &str, message: &str) -> Notice {
+    Notice::reported_by(
+        caller,
+        EventType::Warning,
+        "QuotaExceeded",
+        "Report",
+        message,
+    )
+}
+
+#[test]
+fn two_callers_saying_the_same_thing_get_an_event_each() {
+    let mut aggregator = aggregator();
+    let now = Instant::now();
+    let quota = reported("system:serviceaccount:platform:quota", "Over quota.");
+    let deployer = reported("system:serviceaccount:team-a:deployer", "Over quota.");
+    let first = observe(&mut aggregator, &pod("u1"), &quota, 3, now);
+    let second = observe(&mut aggregator, &pod("u1"), &deployer, 1, now);
+    assert_eq!((first.len(), second.len()), (1, 1), "one create each");
+    assert_eq!(second[0].kind, WriteKind::Create);
+    assert_ne!(first[0].name, second[0].name);
+    assert_eq!(aggregator.len(), 2);
+    // Keyed by the caller itself, not only through the note's wording: a
+    // note that reads the same is still another Event.
+    let lookalike = Notice::new(EventType::Warning, "QuotaExceeded", "Report", quota.note());
+    assert_eq!(lookalike.note(), quota.note());
+    assert_ne!(
+        EventKey::new(&pod("u1"), &lookalike),
+        EventKey::new(&pod("u1"), &quota)
+    );
+    assert_ne!(
+        event_name(&pod("u1"), &lookalike),
+        event_name(&pod("u1"), &quota)
+    );
+}
+
+#[test]
+fn resolving_certflows_failure_keeps_a_callers_warning_owed() {
+    let mut aggregator = aggregator();
+    let now = Instant::now();
+    observe(&mut aggregator, &pod("u1"), &warning("bad"), 5, now);
+    let quota = reported("system:serviceaccount:platform:quota", "Over quota.");
+    observe(&mut aggregator, &pod("u1"), &quota, 5, now);
+    aggregator.forget_warnings("u1");
+    let due = aggregator.due(now + Duration::from_secs(600));
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].notice, quota);
+    assert_eq!(due[0].count, 5);
+}
+
+#[test]
 fn the_hash_is_fnv1a() {
     // Known FNV-1a 64 value of "a" followed by the separator byte 0.
     let mut expected: u64 = 0xcbf2_9ce4_8422_2325;
