@@ -794,7 +794,7 @@ async fn an_issuers_policy_refuses_other_namespaces_names_ca_certificates_long_d
     let loose = certflow_testenv::unique_name("loose-prefix-ca");
     let loose_prefix = IssuerPolicy {
         allowed_uri_prefixes: vec!["spiffe://cluster.local/ns/{namespace}".into()],
-        ..IssuerPolicy::default()
+        ..strict_policy(&ns)
     };
     create_generated_ca(&fx.client, &loose, Some(loose_prefix))
         .await
@@ -867,15 +867,18 @@ async fn an_issuers_policy_refuses_other_namespaces_names_ca_certificates_long_d
             ],
         },
         Refusal {
-            // Clients that still fall back to the common name compare host
-            // names without regard to case.
+            // A common name must be one of the certificate's own names
+            // (tests/e2e/tenancy.rs has more).
             name: "other-namespace-common-name",
             spec: ServiceCertificateSpec {
                 common_name: Some(format!("API.{}.SVC.", other.to_uppercase())),
                 ..spec("other-namespace-common-name", &[&web])
             },
-            reason: "PolicyViolation",
-            shows: vec!["spec.commonName".into()],
+            reason: "CommonNameNotInSANs",
+            shows: vec![
+                "spec.commonName".into(),
+                format!("add \"api.{other}.svc\" to spec.dnsNames"),
+            ],
         },
         Refusal {
             // URI parsers that follow the WHATWG URL standard (Rust's `url`,
@@ -904,6 +907,7 @@ async fn an_issuers_policy_refuses_other_namespaces_names_ca_certificates_long_d
             name: "longer-namespace-identity",
             spec: ServiceCertificateSpec {
                 uris: vec![format!("spiffe://cluster.local/ns/{ns}-admin/sa/api")],
+                duration: Some("720h".into()),
                 ..fx.spec_from(&loose, "longer-namespace-identity", &[&web])
             },
             reason: "PolicyViolation",
