@@ -251,7 +251,9 @@ async fn spec_changes_deleted_and_edited_secrets_and_renewal_all_lead_to_a_fresh
         (inspect(&secret).serial != inspect(&before).serial).then_some(secret)
     })
     .await;
-    let renewed_at = inspect(&renewed).not_before;
+    // notBefore is backdated (NOT_BEFORE_BACKDATE, clamped to the CA's own
+    // notBefore); notAfter is the moment of issue plus the 2m duration.
+    let renewed_at = inspect(&renewed).not_after - Duration::from_secs(120);
     assert!(
         renewed_at >= std::time::SystemTime::from(renewal_time.0) - Duration::from_secs(1),
         "renewed at or after renewalTime"

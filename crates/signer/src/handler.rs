@@ -127,12 +127,18 @@ impl Handler {
                     Some(pem) => PrivateKey::from_pem(&pem)?,
                     None => self.generate_key(key_spec(&scert.spec)).await?,
                 };
-                let request = leaf_request(&scert.spec, now, issuer.authority.not_after())
-                    .map_err(|message| Error::InvalidObject {
-                        namespace: item.namespace.clone(),
-                        name: item.name.clone(),
-                        message,
-                    })?;
+                let request = leaf_request(
+                    &scert.spec,
+                    &item.namespace,
+                    issuer.policy.as_ref(),
+                    now,
+                    &issuer.authority,
+                )
+                .map_err(|message| Error::InvalidObject {
+                    namespace: item.namespace.clone(),
+                    name: item.name.clone(),
+                    message,
+                })?;
                 let issued = issuer.served(issuer.authority.issue(&request, &key)?);
                 let desired = secret(
                     &scert,

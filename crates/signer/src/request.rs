@@ -6,8 +6,11 @@ use std::time::SystemTime;
 
 use certflow_api::labels;
 use certflow_api::secret::{CA_CERT_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, TLS_SECRET_TYPE};
-use certflow_api::{KeyAlgorithm, KeyUsage, ServiceCertificate, ServiceCertificateSpec};
-use certflow_pki::{ExtendedKeyUsage, Issued, KeySpec, LeafRequest};
+use certflow_api::{
+    IssuerPolicy, KeyAlgorithm, KeyUsage, NOT_BEFORE_BACKDATE, ServiceCertificate,
+    ServiceCertificateSpec,
+};
+use certflow_pki::{Authority, ExtendedKeyUsage, Issued, KeySpec, LeafRequest, NameConstraints};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt as _;
@@ -31,13 +34,21 @@ pub fn key_spec_for(algorithm: KeyAlgorithm, size: Option<u32>) -> KeySpec {
     }
 }
 
-/// The leaf certificate to sign, valid from `now` for the spec's duration
-/// but never past `ca_not_after`: a certificate cannot outlive its issuer, so
-/// it is shortened (and renewed after the CA is rotated) rather than refused.
+/// The certificate to sign for `spec` from `namespace`, signed by `ca`.
+///
+/// Valid from [`NOT_BEFORE_BACKDATE`] before `now` (never before the CA's
+/// own notBefore), so a peer whose clock lags a little accepts it at once,
+/// until `now` plus the spec's duration, but never past the CA's notAfter: a
+/// certificate cannot outlive its issuer, so it is shortened (and renewed
+/// after the CA is rotated) rather than refused. A CA certificate carries
+/// the name constraints `policy` allows `namespace`; without a policy it has
+/// none, and pki refuses to sign it.
 pub fn leaf_request(
     spec: &ServiceCertificateSpec,
+    namespace: &str,
+    policy: Option<&IssuerPolicy>,
     now: SystemTime,
-    ca_not_after: SystemTime,
+    ca: &Authority,
 ) -> Result<LeafRequest, String> {
     let duration = spec.effective_duration().map_err(|err| err.to_string())?;
     let ip_addresses = spec
@@ -46,6 +57,10 @@ pub fn leaf_request(
         .map(|ip| ip.parse().map_err(|_| format!("invalid IP address {ip:?}")))
         .collect::<Result<_, _>>()?;
     let (key_usages, extended_key_usages) = split_usages(spec.effective_usages());
+    let name_constraints = policy
+        .filter(|_| spec.is_ca())
+        .map(|policy| name_constraints(policy, namespace));
+    let backdated = now.checked_sub(NOT_BEFORE_BACKDATE).unwrap_or(now);
     Ok(LeafRequest {
         common_name: spec.common_name.clone(),
         dns_names: spec.dns_names.clone(),
@@ -55,10 +70,22 @@ pub fn leaf_request(
         key_usages,
         extended_key_usages,
         is_ca: spec.is_ca(),
-        name_constraints: None,
-        not_before: now,
-        not_after: (now + duration).min(ca_not_after),
+        name_constraints,
+        not_before: backdated.max(ca.not_before()),
+        not_after: (now + duration).min(ca.not_after()),
     })
+}
+
+/// The names a CA certificate issued to `namespace` may sign, as its policy
+/// allows them (see [`certflow_diagnostics::SubCaNames`]); never URIs.
+fn name_constraints(policy: &IssuerPolicy, namespace: &str) -> NameConstraints {
+    let names = certflow_diagnostics::sub_ca_names(policy, namespace);
+    NameConstraints {
+        dns_subtrees: names.dns_subtrees,
+        ip_ranges: names.ip_ranges,
+        email_domains: names.email_domains,
+        uri_hosts: Vec::new(),
+    }
 }
 
 fn split_usages(usages: &[KeyUsage]) -> (Vec<certflow_pki::KeyUsage>, Vec<ExtendedKeyUsage>) {
@@ -176,7 +203,7 @@ pub(crate) mod tests {
     ) -> Secret {
         let key = certflow_pki::PrivateKey::generate(key_spec(&scert.spec)).expect("key");
         let request =
-            leaf_request(&scert.spec, SystemTime::now(), ca.not_after()).expect("request");
+            leaf_request(&scert.spec, "shop", None, SystemTime::now(), ca).expect("request");
         let issued = ca.issue(&request, &key).expect("issue");
         secret(
             scert,

@@ -126,7 +126,7 @@ proptest! {
             prop_assume!(false, "refused: {}", violation.sentence("web"));
         }
         let ca = authority();
-        let request = leaf_request(&spec, SystemTime::now(), ca.not_after());
+        let request = leaf_request(&spec, "shop", None, SystemTime::now(), ca);
         prop_assert!(request.is_ok(), "{:?}", request.err());
         let request = request.expect("checked");
         let issued = ca.issue(&request, leaf_key());
