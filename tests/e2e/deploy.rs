@@ -6,7 +6,8 @@
 //! must not do is refused by the API server and by NATS; the TLS Component's
 //! settings connect a service over TLS. The Deployments, docker-compose.yml,
 //! the Dockerfile and the KEDA ScaledObject are checked against what the
-//! binaries and the running bus accept.
+//! binaries and the running bus accept, and each probe against what its
+//! binary answers with NATS unreachable (only readiness fails).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::Value;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// The namespace deploy/base installs into; the signer keeps CA key pairs here.
 const NAMESPACE: &str = "certflow-system";
@@ -500,6 +504,125 @@ fn the_flag_check_notices_an_unknown_flag_or_variable() {
             "certflow-signer has no flag --no-such-flag",
             "certflow-signer reads no environment variable CERTFLOW_NO_SUCH_VARIABLE"
         ]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Probes against the binaries.
+
+/// What a `grpc:` probe for health service `service` on `port` gets: the
+/// status, or the gRPC error code (NOT_FOUND for a name the binary does not
+/// serve, which kubelet counts as a failure); `None` while nothing answers.
+async fn health_check(port: u16, service: &str) -> Option<Result<ServingStatus, tonic::Code>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await.ok()?;
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await;
+    Some(
+        answer
+            .map(|response| response.into_inner().status())
+            .map_err(|status| status.code()),
+    )
+}
+
+#[tokio::test]
+async fn every_probe_names_a_health_service_its_binary_serves_and_without_nats_only_readiness_fails()
+ {
+    let env = certflow_testenv::shared();
+    let objects = install_base_rbac(env);
+    // Nothing listens there: NATS is unreachable for as long as the test runs.
+    let [no_nats] = free_ports().expect("port");
+    let log_dir = env.dir().join(unique_name("deploy-probes"));
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+
+    let mut running = Vec::new();
+    for deployment in objects.iter().filter(|o| kind(o) == "Deployment") {
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let command = strings(&container["command"]);
+        let binary_name = binary_name(command.first().expect("an explicit command"));
+        let [health_port, metrics_port] = free_ports().expect("ports");
+        let process = ManagedProcess::start_with_env(
+            &binary_name,
+            &binary(&binary_name),
+            vec![
+                format!("--health-addr=127.0.0.1:{health_port}"),
+                format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+                format!("--nats-url=nats://127.0.0.1:{no_nats}"),
+                "--nats-connect-timeout=10m".to_owned(),
+            ],
+            vec![
+                (
+                    "KUBECONFIG".to_owned(),
+                    env.kubeconfig().display().to_string(),
+                ),
+                ("RUST_LOG".to_owned(), "info".to_owned()),
+            ],
+            log_dir.join(format!("{binary_name}.log")),
+        )
+        .expect("start service");
+        running.push((deployment, container, health_port, process));
+    }
+
+    let mut problems = Vec::new();
+    let mut probed = BTreeSet::new();
+    for (deployment, container, health_port, process) in &running {
+        let name = name(deployment);
+        eventually(
+            &format!("{name}'s health server to answer"),
+            WAIT,
+            || async { health_check(*health_port, "").await.map(drop) },
+        )
+        .await;
+        let health_container_port = container["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|port| port["name"] == "health")
+            .map(|port| port["containerPort"].clone());
+        // Readiness waits for NATS; startup and liveness must not, or an
+        // outage would keep Pods from starting or restart them.
+        for (probe, expected) in [
+            ("startupProbe", ServingStatus::Serving),
+            ("readinessProbe", ServingStatus::NotServing),
+            ("livenessProbe", ServingStatus::Serving),
+        ] {
+            let spec = &container[probe];
+            if spec.is_null() {
+                if probe != "startupProbe" {
+                    problems.push(format!("{name} has no {probe}"));
+                }
+                continue;
+            }
+            let grpc = &spec["grpc"];
+            if Some(&grpc["port"]) != health_container_port.as_ref() || grpc["port"] != 8081 {
+                problems.push(format!(
+                    "{name}'s {probe} asks port {}, not the health port 8081 (--health-addr's default)",
+                    grpc["port"]
+                ));
+            }
+            let service = grpc["service"].as_str().unwrap_or_default();
+            let answer = health_check(*health_port, service).await;
+            if answer != Some(Ok(expected)) {
+                problems.push(format!(
+                    "{name}'s {probe} (service {service:?}) gets {answer:?} with NATS \
+                     unreachable, expected {expected:?}\n{}",
+                    process.tail(20)
+                ));
+            }
+            probed.insert(probe);
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(
+        running.len() >= 3 && probed.contains("livenessProbe"),
+        "{} Deployments, probes {probed:?}",
+        running.len()
     );
 }
 

@@ -1,8 +1,9 @@
 //! NATS or the API server unreachable for 30 s: every service keeps
-//! running, reports NOT_SERVING on its gRPC health endpoint while its
-//! dependency is gone, and afterwards finishes every piece of work, including
-//! the work that arrived during the outage. Each test has its own control
-//! plane, since it kills parts of it.
+//! running, reports NOT_SERVING on its gRPC health endpoint (readiness)
+//! while its dependency is gone but stays SERVING on `liveness` (so
+//! deploy/'s livenessProbe restarts nobody), and afterwards finishes every
+//! piece of work, including the work that arrived during the outage. Each
+//! test has its own control plane, since it kills parts of it.
 
 use std::time::{Duration, Instant};
 
@@ -44,13 +45,25 @@ async fn promises_hold(workload: &Workload, services: &Services) {
 }
 
 /// Waits out the rest of the outage that began at `since`, checking every
-/// second that no service has exited.
+/// second that no service has exited and every one is still live.
 async fn ride_out(services: &mut Services, since: Instant) {
     while since.elapsed() < OUTAGE {
         let exited = services.exited();
         assert!(
             exited.is_empty(),
             "{exited:?} exited during the outage\n{}",
+            services.logs()
+        );
+        let mut not_live = Vec::new();
+        for service in services.all() {
+            let live = service.live().await;
+            if live != Some(true) {
+                not_live.push((service.process.name(), live));
+            }
+        }
+        assert!(
+            not_live.is_empty(),
+            "liveness failed during the outage: {not_live:?}\n{}",
             services.logs()
         );
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -63,9 +63,20 @@ impl Service {
         response
     }
 
-    /// Whether the service's gRPC health check answers SERVING; `None` when
-    /// it does not answer at all (the process is down or still starting).
+    /// Whether the service's gRPC health check (readiness) answers SERVING;
+    /// `None` when it does not answer at all (the process is down or still
+    /// starting).
     pub async fn serving(&self) -> Option<bool> {
+        self.health("").await
+    }
+
+    /// Whether the service's liveness check (health service `liveness`, what
+    /// deploy/'s livenessProbe asks) answers SERVING; `None` as above.
+    pub async fn live(&self) -> Option<bool> {
+        self.health("liveness").await
+    }
+
+    async fn health(&self, service: &str) -> Option<bool> {
         use tonic_health::pb::HealthCheckRequest;
         use tonic_health::pb::health_check_response::ServingStatus;
         use tonic_health::pb::health_client::HealthClient;
@@ -78,7 +89,9 @@ impl Service {
         .timeout(Duration::from_secs(2));
         let channel = endpoint.connect().await.ok()?;
         let response = HealthClient::new(channel)
-            .check(HealthCheckRequest::default())
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
             .await
             .ok()?;
         Some(response.into_inner().status() == ServingStatus::Serving)

@@ -155,7 +155,8 @@ pub async fn terminate(message: &jetstream::Message) -> Result<(), BusError> {
     send_ack(message, AckKind::Term).await
 }
 
-/// Resets the ack deadline ([`crate::settings::ACK_WAIT`]) for long work.
+/// Resets the ack deadline ([`crate::settings::ACK_WAIT`]) once; [`crate::Progress`]
+/// does it on a schedule for as long as a handler runs.
 pub async fn in_progress(message: &jetstream::Message) -> Result<(), BusError> {
     send_ack(message, AckKind::Progress).await
 }

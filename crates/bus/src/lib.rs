@@ -12,6 +12,7 @@ pub mod delivery;
 mod ensure;
 mod error;
 pub mod failures;
+pub mod progress;
 pub mod publish;
 pub mod settings;
 pub mod token;
@@ -22,6 +23,7 @@ pub use delivery::{Delivery, DeliveryInfo, dead_letter_for, decode_outcome, deco
 pub use ensure::{Streams, ensure};
 pub use error::BusError;
 pub use failures::{ActiveFailures, FailureChange, FailureKey};
+pub use progress::{InProgress, Progress};
 pub use publish::{PublishReceipt, Publisher};
 pub use settings::{Retry, RetryPolicy};
 pub use topology::{SubjectKind, SubjectRef, Topology};

@@ -68,9 +68,21 @@ pub const ACTIVE_FAILURE_MAX_BYTES: i64 = 256 * 1024 * 1024;
 /// How long a consumer has to acknowledge a delivery before JetStream hands it
 /// to another replica. Issuing one certificate (an RSA-4096 key, three API
 /// writes) takes seconds; 30 s leaves a wide margin while still recovering
-/// quickly from a replica that died mid-work. Work that may run longer sends
-/// `AckKind::Progress` to extend it.
+/// quickly from a replica that died mid-work. A replica that is still working
+/// says so every third of it ([`crate::Progress`]), so slow work is not
+/// redelivered while it runs; only a replica that stopped (or lost NATS) for
+/// longer lets the deadline pass.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a consumer keeps extending the ack deadline of one delivery
+/// ([`crate::Progress`]). Handling a work item or an outcome takes seconds,
+/// but the Kubernetes client sets no read timeout (kube's default), so a call
+/// that an API server accepted and never answers waits for ever. A handler
+/// still running after ten minutes is presumed stuck, and its message is left
+/// to be redelivered to another replica rather than held until this one
+/// restarts; handlers are idempotent, so a stuck one that wakes up later does
+/// no harm.
+pub const MAX_IN_PROGRESS: Duration = Duration::from_secs(10 * 60);
 
 /// Deliveries before JetStream stops redelivering. With [`RETRY_DELAYS`] this
 /// is about 70 minutes of retrying, long enough to ride out an API-server

@@ -5,7 +5,10 @@
 //!
 //! Outcomes are spread over lanes by Secret, and each lane handles its
 //! outcomes one at a time in delivery order, so a failure and the issuance
-//! that resolves it are never handled out of order by one replica.
+//! that resolves it are never handled out of order by one replica. An
+//! outcome is reported in progress ([`certflow_bus::Progress`]) from the
+//! moment it enters its lane until it is handled, so neither a slow outcome
+//! nor the ones queued behind it are redelivered meanwhile.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash as _, Hasher as _};
@@ -15,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream::Message;
 use async_nats::jetstream::consumer::PullConsumer;
 use certflow_bus::delivery::{ack, dead_letter_for, decode_outcome, retry_later, terminate};
-use certflow_bus::{Delivery, Publisher, Retry, RetryPolicy};
+use certflow_bus::{Delivery, InProgress, Progress, Publisher, Retry, RetryPolicy};
 use certflow_proto::v1::Outcome;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
@@ -25,9 +28,13 @@ use tracing::{Instrument as _, error, info, info_span, warn};
 
 use crate::report::Reporter;
 
-/// Outcomes waiting in one lane. Small, so that nothing waits long enough
-/// in a lane for its ack deadline to pass.
+/// Outcomes waiting in one lane. Small, so that an outcome about another
+/// Secret does not wait long behind a slow one.
 const LANE_DEPTH: usize = 4;
+
+/// An outcome in a lane: the delivery, and the progress reports that keep
+/// it from being redelivered while it waits and is handled.
+type Queued = (Message, Delivery<Outcome>, InProgress);
 
 /// Pulls outcomes and hands them to lanes.
 #[derive(Debug)]
@@ -60,6 +67,7 @@ impl Consumer {
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let lanes = this.lanes.max(1);
+        let progress = Progress::for_consumer(&this.consumer);
         let mut senders = Vec::with_capacity(lanes);
         let mut workers = JoinSet::new();
         for _ in 0..lanes {
@@ -106,9 +114,10 @@ impl Consumer {
                     }
                 };
                 let lane = &senders[lane_of(&delivery.message, lanes)];
+                let reporting = progress.start(&message);
                 tokio::select! {
                     () = shutdown.cancelled() => break 'pull,
-                    sent = lane.send((message, delivery)) => if sent.is_err() { break 'pull },
+                    sent = lane.send((message, delivery, reporting)) => if sent.is_err() { break 'pull },
                 }
             }
         }
@@ -117,13 +126,15 @@ impl Consumer {
         while workers.join_next().await.is_some() {}
     }
 
-    async fn lane(self: Arc<Self>, mut receiver: mpsc::Receiver<(Message, Delivery<Outcome>)>) {
-        while let Some((message, delivery)) = receiver.recv().await {
-            self.process(&message, &delivery).await;
+    async fn lane(self: Arc<Self>, mut receiver: mpsc::Receiver<Queued>) {
+        while let Some((message, delivery, progress)) = receiver.recv().await {
+            self.process(&message, &delivery, progress).await;
         }
     }
 
-    async fn process(&self, message: &Message, delivery: &Delivery<Outcome>) {
+    /// Handles one outcome; `progress` stops before the ack, NAK or term,
+    /// which are the last word on the message.
+    async fn process(&self, message: &Message, delivery: &Delivery<Outcome>, progress: InProgress) {
         let outcome = &delivery.message;
         let info = &delivery.info;
         let trace = info.trace_id_or_new();
@@ -131,7 +142,9 @@ impl Consumer {
         let metrics = self.reporter.metrics();
         metrics.set_outcome_lag(info.pending);
         async {
-            match self.reporter.outcome(outcome).await {
+            let handled = self.reporter.outcome(outcome).await;
+            progress.stop().await;
+            match handled {
                 Ok(handled) => {
                     if let Err(err) = ack(message).await {
                         // Redelivered later; handling it again only grows a series.

@@ -19,6 +19,7 @@ mod service;
 mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod watchdog;
 
 pub use args::{CommonArgs, LogFormat, parse_duration};
 pub use error::RuntimeError;
@@ -28,3 +29,4 @@ pub use nats::connect_nats;
 pub use server::RunningServer;
 pub use service::Service;
 pub use shutdown::Shutdown;
+pub use watchdog::Watchdog;

@@ -28,9 +28,11 @@ impl Service {
     /// SIGTERM/SIGINT handlers and the health and
     /// metrics servers. `name` (e.g. `certflow-signer`) names the NATS
     /// connection and, with `-` turned into `_`, prefixes every metric.
-    /// Health reports NOT_SERVING until every one of `dependencies` (e.g.
+    /// Readiness reports NOT_SERVING until every one of `dependencies` (e.g.
     /// [`crate::nats::NATS_DEPENDENCY`], `"kubernetes"`) was reported ready,
-    /// and again from the moment shutdown is requested.
+    /// and again from the moment shutdown is requested; liveness is SERVING
+    /// from the start for as long as the runtime beats its watchdog
+    /// ([`crate::health`]).
     pub async fn start(
         name: &'static str,
         args: CommonArgs,

@@ -1,13 +1,16 @@
 //! Observes the shared durable `signer` consumer; acknowledges a work item
 //! only after every write it implies succeeded; never drops one silently:
 //! each ends acknowledged, retried later, or dead-lettered and reported.
+//! While an item is handled it is reported in progress
+//! ([`certflow_bus::Progress`]), so slow work is not redelivered meanwhile.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use certflow_bus::delivery::{ack, dead_letter_for, decode_work, retry_later, terminate};
-use certflow_bus::{Publisher, Retry, RetryPolicy};
+use certflow_bus::{Delivery, InProgress, Progress, Publisher, Retry, RetryPolicy};
+use certflow_proto::v1::WorkItem;
 use futures::StreamExt as _;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -102,8 +105,12 @@ impl Worker {
         let trace = delivery.info.trace_id_or_new();
         let span = info_span!("work_item", namespace = %item.namespace, name = %item.name, trace_id = %trace, delivered = delivery.info.delivered);
         async {
+            // Stopped before the ack, NAK or term below, which are the last
+            // word on the message.
+            let progress = Progress::for_consumer(&self.consumer).start(&message);
             match self.handler.handle(item, &trace).await {
                 Ok(handled) => {
+                    progress.stop().await;
                     if let Err(err) = ack(&message).await {
                         // Redelivered later; the handler is idempotent.
                         warn!(error = %err, "acknowledgement failed");
@@ -112,6 +119,7 @@ impl Worker {
                 }
                 Err(err) if err.is_transient() => match self.retry.after_failed_delivery(delivery.info.delivered) {
                     Retry::After(delay) => {
+                        progress.stop().await;
                         warn!(error = %err, ?delay, "transient failure; retrying later");
                         self.metrics.retried(err.kind());
                         if let Err(nak) = retry_later(&message, delay).await {
@@ -119,9 +127,9 @@ impl Worker {
                         }
                         self.metrics.handled("retry", started);
                     }
-                    Retry::Exhausted => self.give_up(&message, item, &trace, delivery.info.delivered, &err, started).await,
+                    Retry::Exhausted => self.give_up(&message, progress, &delivery, &trace, &err, started).await,
                 },
-                Err(err) => self.give_up(&message, item, &trace, delivery.info.delivered, &err, started).await,
+                Err(err) => self.give_up(&message, progress, &delivery, &trace, &err, started).await,
             }
         }
         .instrument(span)
@@ -129,21 +137,23 @@ impl Worker {
     }
 
     /// Reports the failure to the owner, keeps the item as a dead letter and
-    /// ends its deliveries.
+    /// ends its deliveries. `progress` runs until the report is written.
     async fn give_up(
         &self,
         message: &async_nats::jetstream::Message,
-        item: &certflow_proto::v1::WorkItem,
+        progress: InProgress,
+        delivery: &Delivery<WorkItem>,
         trace: &certflow_bus::TraceId,
-        delivered: u64,
         err: &Error,
         started: Instant,
     ) {
+        let (item, delivered) = (&delivery.message, delivery.info.delivered);
         error!(error = %err, delivered, "giving up on work item");
         let attempts = u32::try_from(delivered).unwrap_or(u32::MAX);
         if let Err(report) = self.handler.give_up(item, trace, attempts, err).await {
             warn!(error = %report, "could not report the failure to the ServiceCertificate");
         }
+        progress.stop().await;
         self.dead_letter(message, err).await;
         self.metrics.handled("gave_up", started);
     }

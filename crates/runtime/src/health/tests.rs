@@ -8,6 +8,14 @@ use tonic_health::pb::health_client::HealthClient;
 use super::*;
 
 async fn status(addr: SocketAddr) -> Wire {
+    match status_of(addr, "").await {
+        Ok(status) => status,
+        Err(status) => panic!("health check: {status}"),
+    }
+}
+
+/// The status of health service `service`, or the gRPC error.
+async fn status_of(addr: SocketAddr, service: &str) -> Result<Wire, tonic::Status> {
     let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
         Ok(endpoint) => endpoint,
         Err(error) => panic!("endpoint: {error}"),
@@ -16,15 +24,21 @@ async fn status(addr: SocketAddr) -> Wire {
         Ok(channel) => channel,
         Err(error) => panic!("connect to the health server: {error}"),
     };
-    let response = HealthClient::new(channel)
+    HealthClient::new(channel)
         .check(HealthCheckRequest {
-            service: String::new(),
+            service: service.to_owned(),
         })
-        .await;
-    match response {
-        Ok(response) => response.into_inner().status(),
-        Err(status) => panic!("health check: {status}"),
-    }
+        .await
+        .map(|response| response.into_inner().status())
+}
+
+/// Readiness under both of its names, then liveness; `None` for an error.
+async fn probes(addr: SocketAddr) -> [Option<Wire>; 3] {
+    [
+        status_of(addr, "").await.ok(),
+        status_of(addr, READINESS).await.ok(),
+        status_of(addr, LIVENESS).await.ok(),
+    ]
 }
 
 async fn start(dependencies: &[&str]) -> (HealthHandle, RunningServer) {
@@ -129,5 +143,96 @@ async fn a_periodic_probe_follows_the_dependency_and_a_hung_probe_counts_as_unre
 
     stop.cancel();
     assert!(probe.await.is_ok());
+    assert!(server.stop().await.is_ok());
+}
+
+#[tokio::test]
+async fn liveness_stays_serving_while_a_dependency_is_unreachable_and_while_shutting_down() {
+    use Wire::{NotServing, Serving};
+    let (handle, server) = start(&["nats"]).await;
+    let addr = server.local_addr();
+    assert_eq!(
+        probes(addr).await,
+        [Some(NotServing), Some(NotServing), Some(Serving)]
+    );
+    assert!(handle.is_live());
+
+    handle.set_ready("nats", true).await;
+    assert_eq!(
+        probes(addr).await,
+        [Some(Serving), Some(Serving), Some(Serving)]
+    );
+
+    handle.set_ready("nats", false).await;
+    assert_eq!(
+        probes(addr).await,
+        [Some(NotServing), Some(NotServing), Some(Serving)]
+    );
+
+    handle.set_ready("nats", true).await;
+    handle.set_shutting_down().await;
+    assert_eq!(
+        probes(addr).await,
+        [Some(NotServing), Some(NotServing), Some(Serving)]
+    );
+    assert!(server.stop().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_probe_naming_an_unknown_service_fails_with_not_found() {
+    let (_handle, server) = start(&[]).await;
+    let answer = status_of(server.local_addr(), "livenes").await;
+    assert_eq!(
+        answer.map_err(|status| status.code()),
+        Err(tonic::Code::NotFound)
+    );
+    assert!(server.stop().await.is_ok());
+}
+
+/// The health service in-process, on paused time, with nobody beating its
+/// watchdog: a runtime that stopped ticking.
+#[tokio::test(start_paused = true)]
+async fn liveness_turns_not_serving_when_the_watchdog_goes_stale_and_back_on_the_next_beat() {
+    let (handle, checks) = HealthHandle::with_checks(&[]).await;
+    let liveness = || async {
+        let request = Request::new(HealthCheckRequest {
+            service: LIVENESS.to_owned(),
+        });
+        checks
+            .check(request)
+            .await
+            .map(|response| response.into_inner().status())
+            .ok()
+    };
+    assert_eq!(liveness().await, Some(Wire::Serving));
+
+    tokio::time::sleep(watchdog::STALE_AFTER).await;
+    assert_eq!(liveness().await, Some(Wire::NotServing));
+    assert!(!handle.is_live());
+    assert!(handle.is_serving(), "readiness does not depend on it");
+
+    handle.watchdog().beat();
+    assert_eq!(liveness().await, Some(Wire::Serving));
+
+    let watch = checks
+        .watch(Request::new(HealthCheckRequest {
+            service: LIVENESS.to_owned(),
+        }))
+        .await;
+    assert_eq!(
+        watch.err().map(|status| status.code()),
+        Some(tonic::Code::Unimplemented)
+    );
+}
+
+#[tokio::test]
+async fn the_server_keeps_beating_the_watchdog() {
+    let (handle, server) = start(&[]).await;
+    let beaten = handle.watchdog().since_last_beat();
+    tokio::time::sleep(watchdog::TICK * 2).await;
+    assert!(
+        handle.watchdog().since_last_beat() < watchdog::TICK * 2,
+        "beaten {beaten:?} after start, not since"
+    );
     assert!(server.stop().await.is_ok());
 }

@@ -46,6 +46,10 @@ async fn a_started_service_is_not_ready_before_nats_and_stops_cleanly() {
     assert_ne!(service.health_addr().port(), 0);
     assert_ne!(service.metrics_addr().port(), 0);
     assert!(!service.health().is_serving());
+    assert!(
+        service.health().is_live(),
+        "liveness does not wait for NATS"
+    );
 
     service.health().set_ready(NATS_DEPENDENCY, true).await;
     assert!(service.health().is_serving());
