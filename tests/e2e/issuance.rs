@@ -154,10 +154,12 @@ async fn every_key_algorithm_gets_a_certificate_with_exactly_the_requested_names
             .not_after
             .duration_since(found.not_before)
             .expect("validity");
-        assert_eq!(
-            lifetime,
-            Duration::from_secs(48 * 3600),
-            "{name}: validity is the requested duration"
+        // notBefore is backdated by up to NOT_BEFORE_BACKDATE (less when the
+        // CA itself is younger); notAfter is the moment of issue plus 48h.
+        let backdated = lifetime.checked_sub(Duration::from_secs(48 * 3600));
+        assert!(
+            backdated.is_some_and(|by| by <= certflow_api::NOT_BEFORE_BACKDATE),
+            "{name}: validity is the requested duration plus at most the backdate: {lifetime:?}"
         );
         assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
         assert!(
