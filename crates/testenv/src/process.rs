@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -203,21 +204,72 @@ pub fn tail(path: &Path, lines: usize) -> String {
     }
 }
 
-/// `N` distinct free TCP ports on 127.0.0.1. All listeners are held until
-/// every port is chosen, so the ports differ; they are released before use,
-/// so another process could take one in between, which shows up as a clear
-/// start-up failure rather than a silent clash.
+/// `N` distinct free TCP ports on 127.0.0.1, for a child process to listen
+/// on.
+///
+/// They are taken below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), never from it: a port the kernel hands
+/// out for `bind(0)` is released before the child binds it, and in between
+/// the kernel may give the same number to any outgoing connection's local
+/// end (there are thousands during a test run), so the child fails with
+/// "Address already in use". Below that range no connection ever gets a port
+/// on its own. Each process walks the range from its own offset (derived
+/// from its pid) and never hands out a port twice, and every candidate is
+/// checked by binding it, so ports in use elsewhere are skipped.
 pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
-    let mut listeners = Vec::with_capacity(N);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (floor, ceiling) = listening_range();
+    let span = u32::from(ceiling - floor);
+    let offset = std::process::id().wrapping_mul(7_919) % span;
     let mut ports = [0; N];
+    let mut listeners = Vec::with_capacity(N);
     for port in &mut ports {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-        *port = listener
-            .local_addr()
-            .map_err(io("reading the free port"))?
-            .port();
+        let found = (0..span).find_map(|_| {
+            let step = NEXT.fetch_add(1, Ordering::Relaxed);
+            let candidate = floor + ((offset + step) % span) as u16;
+            std::net::TcpListener::bind(("127.0.0.1", candidate))
+                .ok()
+                .map(|listener| (candidate, listener))
+        });
+        let (candidate, listener) = found.ok_or_else(|| {
+            io("finding a free port")(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("every port from {floor} to {ceiling} is in use"),
+            ))
+        })?;
+        *port = candidate;
+        // Held until all are chosen, so a later candidate cannot repeat it.
         listeners.push(listener);
     }
     Ok(ports)
+}
+
+/// Ports for listeners: from 10000 up to the start of the ephemeral range
+/// (32768 unless the machine says otherwise).
+fn listening_range() -> (u16, u16) {
+    const FLOOR: u16 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    (FLOOR, ephemeral_start.max(FLOOR + 1_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let (floor, ceiling) = listening_range();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let ports: [u16; 3] = free_ports().expect("ports");
+            for port in ports {
+                assert!((floor..ceiling).contains(&port), "{port}");
+                assert!(seen.insert(port), "{port} handed out twice");
+                std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+            }
+        }
+    }
 }
