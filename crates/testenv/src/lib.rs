@@ -223,6 +223,14 @@ impl TestEnv {
         nats::wait_for_jetstream(&url, &log, || self.nats().check_running()).await
     }
 
+    /// Kills nats-server, deletes its JetStream store and starts it again on
+    /// the same port, as when it comes back without its volume (fault
+    /// tests): clients reconnect to a server that knows no stream.
+    pub async fn restart_nats_with_empty_storage(&self) -> Result<()> {
+        self.nats().kill_and_wipe()?;
+        self.restart_nats().await
+    }
+
     /// Stops kube-apiserver with SIGKILL (fault tests); see [`Self::restart_apiserver`].
     pub fn kill_apiserver(&self) {
         lock(&self.apiserver).kill();

@@ -76,6 +76,19 @@ impl NatsServer {
         self.process.kill();
     }
 
+    /// Kills the server and deletes its store, as when it loses its volume:
+    /// every stream, consumer and stored message is gone. Start it again
+    /// with [`Self::restart`] or [`Self::respawn`].
+    pub fn kill_and_wipe(&mut self) -> Result<()> {
+        self.kill();
+        match std::fs::remove_dir_all(&self.store) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(io(format!("deleting {}", self.store.display()))(err))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Starts the server again on the same port and store, and waits for it.
     pub async fn restart(&mut self) -> Result<()> {
         self.process.restart()?;

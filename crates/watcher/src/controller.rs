@@ -1,14 +1,17 @@
 //! Observes ServiceCertificates, CertificateAuthorities and the Secrets
-//! carrying certflow's managed label; writes work items to JetStream; never
-//! writes to the Kubernetes API and never caches Secrets without that label.
+//! carrying certflow's managed label; writes work items to JetStream (and
+//! creates its streams again when the work stream is gone); never writes to
+//! the Kubernetes API and never caches Secrets without that label.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
+use async_nats::jetstream;
+use async_nats::jetstream::context::PublishErrorKind;
 use certflow_api::{CertificateAuthority, ServiceCertificate, labels};
-use certflow_bus::{Publisher, TraceId};
-use certflow_proto::v1::{SCHEMA_VERSION, WorkItem};
+use certflow_bus::{BusError, PublishReceipt, Publisher, Topology, TraceId};
+use certflow_proto::v1::{SCHEMA_VERSION, Trigger, WorkItem};
 use certflow_runtime::{HealthHandle, kube_client};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
@@ -18,11 +21,13 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt};
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, instrument, warn};
+use tracing::{error, info, instrument, warn};
 
 use crate::Error;
 use crate::decide::{Decision, Observed, decide};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+use crate::schedule::{Publication, Schedule, Step};
 
 /// How long in-flight reconciles may take after shutdown was requested.
 const RECONCILE_DRAIN: Duration = Duration::from_secs(10);
@@ -31,12 +36,21 @@ const RECONCILE_DRAIN: Duration = Duration::from_secs(10);
 /// this, the cache's watch waits for the controller to catch up.
 const TRIGGER_BUFFER: usize = 1024;
 
+/// How often the streams may be created again when publishing finds the
+/// work stream missing; reconciles running at the same moment share one
+/// attempt.
+const RESTORE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Settings of the reconcile loop.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// How often a refused request is looked at again when nothing visible
     /// changed.
     pub failure_retry: Duration,
+    /// How long a decision may still hold after its work item was
+    /// published before it is published again (then doubling, see
+    /// [`crate::schedule`]).
+    pub republish_after: Duration,
     /// The largest random delay added to a renewal, so certificates issued
     /// together do not all renew in the same second.
     pub renewal_jitter: Duration,
@@ -44,6 +58,16 @@ pub struct Settings {
     pub concurrency: u16,
     /// Watch only this namespace; all namespaces when `None`.
     pub namespace: Option<String>,
+}
+
+impl Settings {
+    /// The timing of republications and error retries these settings ask for.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            republish_after: self.republish_after,
+            failure_retry: self.failure_retry,
+        }
+    }
 }
 
 /// An API for a namespaced kind, scoped to `namespace` when given.
@@ -60,20 +84,29 @@ where
 /// What every reconcile shares.
 #[derive(Debug)]
 struct Context {
+    js: jetstream::Context,
     publisher: Publisher,
+    scerts: Store<ServiceCertificate>,
     secrets: Store<Secret>,
     cas: Store<CertificateAuthority>,
     settings: Settings,
+    schedule: Schedule,
     metrics: Metrics,
-    /// The last dedup id published per object, so an unchanged situation is
-    /// not queued again after JetStream's de-duplication window has passed.
-    published: Mutex<HashMap<String, String>>,
+    /// Per object, the last publication of a decision not yet seen carried
+    /// out (so an unchanged decision is not queued again on every watch
+    /// event, only when overdue) and its error streak.
+    ledger: Ledger,
+    /// When the streams were last created again after the work stream was
+    /// found missing.
+    restored: tokio::sync::Mutex<Option<Instant>>,
 }
 
-/// Runs the watches and the reconcile loop until `shutdown` fires.
+/// Runs the watches and the reconcile loop until `shutdown` fires. Work
+/// items go to the streams of `topology` through `js`.
 pub async fn run(
     client: Client,
-    publisher: Publisher,
+    js: jetstream::Context,
+    topology: Topology,
     settings: Settings,
     metrics: Metrics,
     health: HealthHandle,
@@ -121,6 +154,7 @@ pub async fn run(
     let triggers = scert_writer
         .subscribe()
         .expect("a shared store can be subscribed to");
+    let ledger = Ledger::new(metrics.clone());
     let scert_cache = watcher(
         scoped::<ServiceCertificate>(client.clone(), namespace),
         watcher::Config::default(),
@@ -128,9 +162,11 @@ pub async fn run(
     .default_backoff()
     .modify(forget_managed_fields)
     .reflect_shared(scert_writer)
-    .for_each(|event| async move {
-        if let Err(err) = event {
-            warn!(error = %err, "ServiceCertificate watch failed; retrying with backoff");
+    .for_each({
+        let (ledger, store) = (ledger.clone(), store.clone());
+        move |event| {
+            forget_deleted(&ledger, &store, event);
+            async {}
         }
     });
     tokio::spawn(scert_cache);
@@ -138,12 +174,16 @@ pub async fn run(
         kube::runtime::controller::Config::default().concurrency(settings.concurrency),
     );
     let context = Arc::new(Context {
-        publisher,
+        publisher: Publisher::new(js.clone(), topology),
+        js,
+        scerts: store.clone(),
         secrets,
         cas,
+        schedule: settings.schedule(),
         settings,
         metrics,
-        published: Mutex::default(),
+        ledger,
+        restored: tokio::sync::Mutex::default(),
     });
     // A second watch of managed Secrets (and of CAs) next to the caches':
     // kube-runtime 5's shared reflector (`store_shared` + `subscribe`)
@@ -202,6 +242,36 @@ pub async fn run(
     info!("watcher stopped");
 }
 
+/// Keeps the ledger to existing objects: a deleted ServiceCertificate is
+/// forgotten at once, and after each (re-)list of the cache, which has
+/// just replaced its contents, so is every one deleted while the watch was
+/// down.
+fn forget_deleted(
+    ledger: &Ledger,
+    store: &Store<ServiceCertificate>,
+    event: Result<watcher::Event<ServiceCertificate>, watcher::Error>,
+) {
+    match event {
+        Ok(watcher::Event::Delete(scert)) => {
+            if let Some(uid) = scert.uid() {
+                ledger.forget(&uid);
+            }
+        }
+        Ok(watcher::Event::InitDone) => {
+            let existing: HashSet<String> = store
+                .state()
+                .iter()
+                .filter_map(|scert| scert.uid())
+                .collect();
+            ledger.retain(|uid| existing.contains(uid));
+        }
+        Ok(_) => {}
+        Err(err) => {
+            warn!(error = %err, "ServiceCertificate watch failed; retrying with backoff");
+        }
+    }
+}
+
 /// Drops what no decision reads and every cached object carries: the
 /// field managers' records (`metadata.managedFields`), often the largest
 /// part of an object's metadata.
@@ -226,49 +296,97 @@ async fn reconcile(scert: Arc<ServiceCertificate>, ctx: Arc<Context>) -> Result<
         now,
         failure_retry: ctx.settings.failure_retry,
     };
+    let uid = scert.uid().unwrap_or_default();
     match decide(&scert, observed) {
         Decision::Publish {
             trigger,
             dedup_id,
             detail,
         } => {
-            let uid = scert.uid().unwrap_or_default();
-            let already = ctx.lock().get(&uid) == Some(&dedup_id);
-            if !already {
-                let item = WorkItem {
-                    schema_version: SCHEMA_VERSION,
-                    namespace,
-                    name: scert.name_any(),
-                    uid: uid.clone(),
-                    generation: scert.metadata.generation.unwrap_or_default(),
-                    trigger: trigger.into(),
-                    detail,
-                    requested_at: Some(prost_types::Timestamp::from(now)),
-                    dedup_id: dedup_id.clone(),
-                };
-                let trace = TraceId::generate();
-                let receipt = ctx.publisher.publish_work(&item, &trace).await?;
-                ctx.metrics
-                    .published(trigger.as_str_name(), receipt.duplicate);
-                info!(trigger = trigger.as_str_name(), %dedup_id, duplicate = receipt.duplicate, trace_id = %trace, "work item published");
-                ctx.lock().insert(uid, dedup_id);
-            }
-            // The signer's writes bring the object back here; this is a
-            // safety net should they never come.
-            Ok(Action::requeue(ctx.settings.failure_retry))
+            let last = ctx.ledger.last_publication(&uid);
+            let due = match ctx.schedule.step(last.as_ref(), trigger, &dedup_id, now) {
+                // The signer's writes bring the object back here before
+                // then, unless the work item was lost.
+                Step::WaitUntil(due) => {
+                    ctx.ledger.waiting(&uid);
+                    due
+                }
+                Step::Publish {
+                    message_id,
+                    attempt,
+                } => {
+                    let item = WorkItem {
+                        schema_version: SCHEMA_VERSION,
+                        namespace,
+                        name: scert.name_any(),
+                        uid: uid.clone(),
+                        generation: scert.metadata.generation.unwrap_or_default(),
+                        trigger: trigger.into(),
+                        detail: republished_detail(detail, attempt),
+                        requested_at: Some(prost_types::Timestamp::from(now)),
+                        dedup_id: message_id,
+                    };
+                    ctx.publish(&item, trigger, attempt).await?;
+                    let publication = Publication {
+                        dedup_id,
+                        attempt,
+                        at: SystemTime::now(),
+                    };
+                    let due = ctx.schedule.due(&publication, trigger);
+                    ctx.ledger.published(&uid, publication);
+                    ctx.forget_if_deleted(&scert, &uid);
+                    due
+                }
+            };
+            Ok(Action::requeue(
+                due.duration_since(SystemTime::now()).unwrap_or_default(),
+            ))
         }
         Decision::WaitUntil(renewal) => {
+            ctx.ledger.forget(&uid);
             let wait = renewal.duration_since(now).unwrap_or_default()
                 + jitter(ctx.settings.renewal_jitter);
             Ok(Action::requeue(wait))
         }
-        Decision::Idle => Ok(Action::await_change()),
+        Decision::Idle => {
+            ctx.ledger.forget(&uid);
+            Ok(Action::await_change())
+        }
     }
 }
 
-fn error_policy(_scert: Arc<ServiceCertificate>, error: &Error, ctx: Arc<Context>) -> Action {
+/// The work item's detail, saying so when it is a republication.
+fn republished_detail(detail: String, attempt: u32) -> String {
+    if attempt == 0 {
+        detail
+    } else {
+        format!(
+            "{detail} (published again, attempt {attempt}: nothing changed since the last work item)"
+        )
+    }
+}
+
+/// A transient error backs off exponentially up to a minute, a permanent
+/// one waits for `--failure-retry`, both per object
+/// ([`Schedule::after_error`]), with up to a quarter more at random so
+/// objects that failed together do not retry together.
+fn error_policy(scert: Arc<ServiceCertificate>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error(error.kind());
-    Action::requeue(Duration::from_secs(2) + jitter(Duration::from_secs(3)))
+    let uid = scert.uid().unwrap_or_default();
+    let failures = ctx.ledger.failed(&uid);
+    ctx.forget_if_deleted(&scert, &uid);
+    let transient = error.is_transient();
+    let delay = ctx.schedule.after_error(failures, transient);
+    if !transient {
+        error!(
+            namespace = scert.namespace().unwrap_or_default(),
+            name = %scert.name_any(),
+            error = %error,
+            retry_in = ?delay,
+            "reconcile failed in a way retrying is not expected to fix"
+        );
+    }
+    Action::requeue(delay + jitter(delay / 4))
 }
 
 fn jitter(max: Duration) -> Duration {
@@ -280,9 +398,65 @@ fn jitter(max: Duration) -> Duration {
 }
 
 impl Context {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.published
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Publishes `item`, attempt `attempt` of its decision. Finding the work
+    /// stream missing (NATS came back without its storage, or the stream
+    /// was deleted), creates the streams again, as every service does at
+    /// start-up, and publishes once more: otherwise nothing would until a
+    /// service restarts.
+    async fn publish(
+        &self,
+        item: &WorkItem,
+        trigger: Trigger,
+        attempt: u32,
+    ) -> Result<PublishReceipt, Error> {
+        let trace = TraceId::generate();
+        let receipt = match self.publisher.publish_work(item, &trace).await {
+            Err(err) if stream_missing(&err) => {
+                self.restore_streams().await?;
+                self.publisher.publish_work(item, &trace).await?
+            }
+            result => result?,
+        };
+        let trigger = trigger.as_str_name();
+        let dedup_id = &item.dedup_id;
+        self.metrics.published(trigger, receipt.duplicate);
+        if attempt == 0 {
+            info!(trigger, %dedup_id, duplicate = receipt.duplicate, trace_id = %trace, "work item published");
+        } else {
+            self.metrics.republished(trigger);
+            warn!(trigger, %dedup_id, attempt, duplicate = receipt.duplicate, trace_id = %trace, "work item published again: nothing changed since the last one, which may have been lost");
+        }
+        Ok(receipt)
     }
+
+    /// Creates the streams and consumers again, at most once per
+    /// [`RESTORE_INTERVAL`] however many reconciles find them missing.
+    async fn restore_streams(&self) -> Result<(), Error> {
+        let mut restored = self.restored.lock().await;
+        if restored.is_some_and(|at| at.elapsed() < RESTORE_INTERVAL) {
+            return Ok(());
+        }
+        warn!(
+            stream = %self.publisher.topology().work_stream(),
+            "the work stream is missing; creating the streams and consumers again"
+        );
+        certflow_bus::ensure(&self.js, self.publisher.topology()).await?;
+        *restored = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Forgets `uid` if its object is gone from the cache: deleted while a
+    /// reconcile ran, after the watch forgot it, nothing else would.
+    fn forget_if_deleted(&self, scert: &ServiceCertificate, uid: &str) {
+        let cached = self.scerts.get(&ObjectRef::from_obj(scert));
+        if cached.and_then(|scert| scert.uid()).as_deref() != Some(uid) {
+            self.ledger.forget(uid);
+        }
+    }
+}
+
+/// Whether publishing failed because no stream captures the subject
+/// (JetStream answered "no responders").
+fn stream_missing(err: &BusError) -> bool {
+    matches!(err, BusError::Publish { source, .. } if source.kind() == PublishErrorKind::StreamNotFound)
 }

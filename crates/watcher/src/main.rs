@@ -25,6 +25,15 @@ struct Args {
     #[arg(long, env = "CERTFLOW_FAILURE_RETRY", default_value = "10m", value_parser = parse_duration)]
     failure_retry: Duration,
 
+    /// How long a certificate may stay short of what its spec and CA call
+    /// for after its work item was published before the item is published
+    /// again, in case it was lost on the way (the work stream purged, NATS
+    /// restarted without its storage, a signer that gave up and could not
+    /// write status). Further republications come after doubling intervals,
+    /// up to eight times this (40m by default).
+    #[arg(long, env = "CERTFLOW_REPUBLISH_AFTER", default_value = "5m", value_parser = positive_duration)]
+    republish_after: Duration,
+
     /// The largest random delay added to each renewal, spreading renewals of
     /// certificates issued together.
     #[arg(long, env = "CERTFLOW_RENEWAL_JITTER", default_value = "60s", value_parser = parse_duration)]
@@ -49,10 +58,10 @@ async fn main() -> anyhow::Result<()> {
     let js = async_nats::jetstream::new(nats);
     let topology = service.topology()?;
     certflow_bus::ensure(&js, &topology).await?;
-    let publisher = certflow_bus::Publisher::new(js, topology);
     let metrics = service.metrics().with_registry(Metrics::new);
     let settings = Settings {
         failure_retry: args.failure_retry,
+        republish_after: args.republish_after,
         renewal_jitter: args.renewal_jitter,
         concurrency: args.concurrency,
         namespace: args.watch_namespace,
@@ -61,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
     let health = service.health().clone();
     controller::run(
         client,
-        publisher,
+        js,
+        topology,
         settings,
         metrics,
         health,
@@ -70,4 +80,45 @@ async fn main() -> anyhow::Result<()> {
     .await;
     service.stop().await?;
     Ok(())
+}
+
+/// A duration flag that must be longer than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be longer than zero".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+
+    #[test]
+    fn every_flag_has_help_text() {
+        for arg in Args::command().get_arguments() {
+            if arg.get_id() != "help" && arg.get_id() != "version" {
+                assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
+            }
+        }
+    }
+
+    #[test]
+    fn republish_after_is_five_minutes_unless_set_and_never_zero() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("certflow-watcher").chain(args.iter().copied()))
+                .map(|args| args.republish_after)
+        };
+        if std::env::var_os("CERTFLOW_REPUBLISH_AFTER").is_none() {
+            assert_eq!(parse(&[]).ok(), Some(Duration::from_secs(300)));
+        }
+        assert_eq!(
+            parse(&["--republish-after=3s"]).ok(),
+            Some(Duration::from_secs(3))
+        );
+        assert!(parse(&["--republish-after=0s"]).is_err());
+        assert!(parse(&["--republish-after=soon"]).is_err());
+    }
 }

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -16,10 +17,17 @@ struct Kind {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabel {
+    trigger: String,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     published: Family<Published, Counter>,
+    republished: Family<TriggerLabel, Counter>,
     errors: Family<Kind, Counter>,
+    pending: Gauge,
 }
 
 impl Metrics {
@@ -31,9 +39,21 @@ impl Metrics {
             metrics.published.clone(),
         );
         registry.register(
+            "republished",
+            "Work items published again because their decision still held --republish-after \
+             (doubling) after the last publication, by trigger",
+            metrics.republished.clone(),
+        );
+        registry.register(
             "reconcile_errors",
             "Reconciles that failed, by error kind",
             metrics.errors.clone(),
+        );
+        registry.register(
+            "decisions_pending",
+            "ServiceCertificates whose published work the watcher has not yet seen done, \
+             or whose reconcile keeps failing",
+            metrics.pending.clone(),
         );
         metrics
     }
@@ -46,11 +66,24 @@ impl Metrics {
         self.published.get_or_create(&labels).inc();
     }
 
+    pub fn republished(&self, trigger: &str) {
+        let labels = TriggerLabel {
+            trigger: trigger.to_owned(),
+        };
+        self.republished.get_or_create(&labels).inc();
+    }
+
     pub fn reconcile_error(&self, kind: &str) {
         self.errors
             .get_or_create(&Kind {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    /// Sets the number of ServiceCertificates the watcher keeps a
+    /// publication or an error streak for.
+    pub fn pending(&self, objects: usize) {
+        self.pending.set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 }

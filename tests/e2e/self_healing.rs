@@ -1,0 +1,216 @@
+//! The self-healing promise: work lost on the bus after the watcher
+//! published it is published again, so the certificate is issued anyway.
+//! When a work item is lost nothing the watcher watches changes; only time
+//! brings the work back (`--republish-after`, 3 s here). No signer runs
+//! until the loss is over, so the item is certainly still queued when it
+//! goes, and nothing but a republication can issue the certificate.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use certflow_api::ServiceCertificate;
+use certflow_bus::Topology;
+use certflow_e2e::eventually;
+use certflow_e2e::services::{Service, Services, binary};
+use certflow_e2e::workload::Workload;
+use certflow_testenv::process::{ManagedProcess, free_ports};
+use certflow_testenv::{TestEnv, unique_name};
+use kube::Api;
+use kube::api::DeleteParams;
+
+const REPUBLISH_AFTER: &str = "3s";
+const WAIT: Duration = Duration::from_secs(120);
+
+const REPUBLISHED: &str = "certflow_watcher_republished_total";
+const PENDING: &str = "certflow_watcher_decisions_pending";
+
+/// One test's namespace, CA and services (no signer yet), and a JetStream
+/// client to lose their work with.
+struct Fixture {
+    services: Services,
+    workload: Workload,
+    scerts: Api<ServiceCertificate>,
+    js: jetstream::Context,
+    topology: Topology,
+}
+
+impl Fixture {
+    async fn start(env: &TestEnv, prefix: &str) -> Self {
+        let namespace = env.create_namespace(prefix).await.expect("namespace");
+        let mut services = Services::launch(env, &namespace, 0, &[], &[]).await;
+        services.kill_watcher();
+        services.watcher = Some(watcher(env, &services));
+        let client = env.client().await.expect("client");
+        let scerts = Api::namespaced(client.clone(), &namespace);
+        let workload = Workload::create_authority(client, &namespace).await;
+        let nats = async_nats::connect(env.nats_url())
+            .await
+            .expect("connect to NATS");
+        // Only certflow-bus knows stream names; the prefix is the test's.
+        let topology = Topology::new(&services.bus_prefix).expect("the services' bus prefix");
+        Self {
+            services,
+            workload,
+            scerts,
+            js: jetstream::new(nats),
+            topology,
+        }
+    }
+
+    /// Work items in the work stream; `None` while it does not exist (or
+    /// NATS does not answer).
+    async fn queued(&self) -> Option<u64> {
+        let stream = self.js.get_stream(self.topology.work_stream()).await.ok()?;
+        Some(stream.cached_info().state.messages)
+    }
+
+    /// Waits until the work stream holds at least one work item.
+    async fn await_queued(&self, what: &str) {
+        let what = format!("{what}\n{}", self.services.logs());
+        eventually(&what, WAIT, || async {
+            self.queued().await.filter(|n| *n >= 1).map(|_| ())
+        })
+        .await;
+    }
+
+    /// Removes every work item from the work stream; returns how many.
+    async fn purge(&self) -> u64 {
+        let stream = self
+            .js
+            .get_stream(self.topology.work_stream())
+            .await
+            .expect("the work stream exists");
+        stream.purge().await.expect("purge the work stream").purged
+    }
+
+    async fn watcher_metric(&self, metric: &str) -> f64 {
+        match &self.services.watcher {
+            Some(watcher) => watcher.metric_sum(metric).await,
+            None => panic!("the watcher runs"),
+        }
+    }
+
+    /// Waits until the watcher's `metric` is `value`.
+    async fn await_watcher_metric(&self, metric: &str, value: f64) {
+        let what = format!("{metric} to be {value}\n{}", self.services.logs());
+        eventually(&what, WAIT, || async {
+            let found = self.watcher_metric(metric).await;
+            (found == value).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until every certificate of the workload is issued.
+    async fn issued(&self) {
+        let problems = self.workload.settle(WAIT).await;
+        assert!(
+            problems.is_empty(),
+            "not issued after {WAIT:?}: {problems:#?}\n{}",
+            self.services.logs()
+        );
+    }
+}
+
+/// The watcher as `Services` starts it, with `--republish-after`.
+fn watcher(env: &TestEnv, services: &Services) -> Service {
+    let [metrics_port, health_port] = free_ports().expect("ports");
+    let args = vec![
+        format!("--nats-url={}", env.nats_url()),
+        format!("--bus-prefix={}", services.bus_prefix),
+        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+        format!("--health-addr=127.0.0.1:{health_port}"),
+        format!("--watch-namespace={}", services.namespace),
+        "--failure-retry=30s".to_owned(),
+        "--renewal-jitter=1s".to_owned(),
+        format!("--republish-after={REPUBLISH_AFTER}"),
+    ];
+    let envs = vec![
+        (
+            "KUBECONFIG".to_owned(),
+            env.kubeconfig().display().to_string(),
+        ),
+        ("RUST_LOG".to_owned(), "info".to_owned()),
+    ];
+    let log = env
+        .dir()
+        .join(format!("{}.log", unique_name("self-healing-watcher")));
+    let process =
+        ManagedProcess::start_with_env("watcher", &binary("certflow-watcher"), args, envs, log)
+            .expect("start the watcher");
+    Service {
+        process,
+        metrics_port,
+        health_port,
+        grpc_port: None,
+    }
+}
+
+#[tokio::test]
+async fn a_work_item_purged_from_the_stream_is_published_again_and_the_certificate_issued() {
+    let mut fx = Fixture::start(certflow_testenv::shared(), "purged").await;
+    fx.workload.add_valid("purged").await;
+    fx.await_queued("the watcher to publish the work item")
+        .await;
+
+    let purged = fx.purge().await;
+    assert!(purged >= 1, "the purge removed the work item");
+    fx.services.add_signer();
+
+    fx.issued().await;
+    assert!(
+        fx.watcher_metric(REPUBLISHED).await >= 1.0,
+        "the watcher counted its republication\n{}",
+        fx.services.logs()
+    );
+    // The work is done: the watcher keeps nothing about the object.
+    fx.await_watcher_metric(PENDING, 0.0).await;
+    fx.services.stop();
+}
+
+#[tokio::test]
+async fn nats_back_without_its_storage_gets_its_streams_again_and_the_lost_work_is_published_again()
+{
+    let env = TestEnv::start()
+        .await
+        .expect("a control plane of the test's own");
+    let mut fx = Fixture::start(&env, "wiped").await;
+    fx.workload.add_valid("wiped").await;
+    fx.await_queued("the watcher to publish the work item")
+        .await;
+
+    env.restart_nats_with_empty_storage()
+        .await
+        .expect("nats-server restarts without its store");
+    // The signer and the reporter create the streams at start-up only, and
+    // no signer has started: the watcher alone makes the stream and
+    // publishes the lost work again.
+    fx.await_queued("the watcher to create the work stream again and republish")
+        .await;
+    fx.services.add_signer();
+
+    fx.issued().await;
+    assert!(
+        fx.watcher_metric(REPUBLISHED).await >= 1.0,
+        "the watcher counted its republication\n{}",
+        fx.services.logs()
+    );
+    assert!(fx.services.exited().is_empty(), "{}", fx.services.logs());
+    fx.services.stop();
+}
+
+#[tokio::test]
+async fn a_service_certificate_deleted_before_its_work_was_done_is_forgotten_by_the_watcher() {
+    let mut fx = Fixture::start(certflow_testenv::shared(), "forgotten").await;
+    fx.workload.add_valid("forgotten").await;
+    fx.await_queued("the watcher to publish the work item")
+        .await;
+    fx.await_watcher_metric(PENDING, 1.0).await;
+
+    fx.scerts
+        .delete("forgotten", &DeleteParams::default())
+        .await
+        .expect("delete the ServiceCertificate");
+
+    fx.await_watcher_metric(PENDING, 0.0).await;
+    fx.services.stop();
+}
