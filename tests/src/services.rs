@@ -157,6 +157,29 @@ impl Services {
         reporter_args: &[&str],
         common_args: &[&str],
     ) -> Self {
+        let nats_url = env.nats_url();
+        Self::launch_on(
+            env,
+            &nats_url,
+            namespace,
+            signers,
+            reporter_args,
+            common_args,
+        )
+        .await
+    }
+
+    /// [`Services::launch`] against the NATS servers at `nats_url` (e.g. a
+    /// [`certflow_testenv::NatsCluster`]'s, comma-separated) instead of the
+    /// environment's own nats-server.
+    pub async fn launch_on(
+        env: &TestEnv,
+        nats_url: &str,
+        namespace: &str,
+        signers: usize,
+        reporter_args: &[&str],
+        common_args: &[&str],
+    ) -> Self {
         let control_plane_namespace = env
             .create_namespace("certflow-system")
             .await
@@ -169,7 +192,7 @@ impl Services {
             signers: Vec::new(),
             reporters: Vec::new(),
             kubeconfig: env.kubeconfig().to_owned(),
-            nats_url: env.nats_url(),
+            nats_url: nats_url.to_owned(),
             common_args: common_args.iter().map(|arg| (*arg).to_owned()).collect(),
             log_dir: env.dir().join(unique_name("services")),
         };

@@ -15,6 +15,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use async_nats::jetstream::context::{
+    CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError,
+};
 use async_nats::jetstream::{self, kv};
 use certflow_proto::v1::{Outcome, SCHEMA_VERSION, outcome};
 use futures::{Stream, StreamExt as _};
@@ -22,6 +25,7 @@ use prost::Message as _;
 use tracing::{debug, instrument};
 
 use crate::delivery::decode_outcome_payload;
+use crate::ensure::{self, retry_unanswered};
 use crate::token::{name_from_token, name_token, namespace_from_token, namespace_token};
 use crate::{BusError, Topology};
 
@@ -103,13 +107,22 @@ impl ActiveFailures {
     pub async fn ensure(js: &jetstream::Context, topology: &Topology) -> Result<Self, BusError> {
         let config = topology.active_failures_config();
         let bucket = config.bucket.clone();
-        let store = js
-            .create_or_update_key_value(config)
-            .await
-            .map_err(|source| BusError::Bucket {
-                bucket: bucket.clone(),
-                source,
-            })?;
+        // Create first, update only a bucket whose configuration changed:
+        // see `ensure::create_or_update` for why the order matters on a
+        // cluster.
+        let store = retry_unanswered(&bucket, timed_out, || async {
+            match js.create_key_value(config.clone()).await {
+                Err(error) if exists_with_another_configuration(&error) => {
+                    js.create_or_update_key_value(config.clone()).await
+                }
+                created => created,
+            }
+        })
+        .await
+        .map_err(|source| BusError::Bucket {
+            bucket: bucket.clone(),
+            source,
+        })?;
         debug!(bucket, "active-failure bucket ready");
         Ok(Self { store, bucket })
     }
@@ -246,6 +259,22 @@ impl ActiveFailures {
             source: source.into(),
         }
     }
+}
+
+/// The bucket's stream exists with another configuration. async-nats
+/// reports errors of the bucket's stream with the stream's error as source.
+fn exists_with_another_configuration(error: &CreateKeyValueError) -> bool {
+    stream_error(error).is_some_and(ensure::exists_with_another_configuration)
+}
+
+/// The request for the bucket or its stream got no answer in time.
+fn timed_out(error: &CreateKeyValueError) -> bool {
+    error.kind() == CreateKeyValueErrorKind::TimedOut
+        || stream_error(error).is_some_and(ensure::timed_out)
+}
+
+fn stream_error(error: &CreateKeyValueError) -> Option<&CreateStreamError> {
+    std::error::Error::source(error)?.downcast_ref::<CreateStreamError>()
 }
 
 /// One watched entry, before the caught-up marker is inserted.

@@ -29,7 +29,8 @@ pub struct CommonArgs {
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
 
-    /// NATS server URL(s), comma-separated.
+    /// NATS server URL(s), comma-separated (e.g. every server of a cluster;
+    /// the client also learns the others from the first it reaches).
     #[arg(
         long,
         env = "CERTFLOW_NATS_URL",
@@ -64,7 +65,11 @@ pub struct CommonArgs {
     #[arg(long, env = "CERTFLOW_BUS_PREFIX", default_value = certflow_bus::settings::DEFAULT_PREFIX)]
     pub bus_prefix: String,
 
-    /// Replicas of each JetStream stream (1 for a single server, 3 for a cluster).
+    /// Servers that store each JetStream stream and the reporter's
+    /// key-value bucket (consumers follow their stream): 1 for a single
+    /// server, 3 for deploy/'s three-server cluster, at most the number of
+    /// servers. Every service must use the same value; a changed value is
+    /// applied to existing streams in place at start-up.
     #[arg(long, env = "CERTFLOW_BUS_REPLICAS", default_value_t = 1)]
     pub bus_replicas: usize,
 
@@ -121,6 +126,18 @@ impl CommonArgs {
         Ok(Topology::new(&self.bus_prefix)?
             .with_replicas(self.bus_replicas)?
             .with_retry_policy(retry))
+    }
+}
+
+impl CommonArgs {
+    /// The servers named by `--nats-url`, split at commas. async-nats takes
+    /// a list: the whole comma-separated text would be one invalid URL.
+    pub fn nats_servers(&self) -> Vec<&str> {
+        self.nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect()
     }
 }
 
@@ -243,6 +260,19 @@ mod tests {
         let topology = args.topology().ok();
         assert_eq!(topology.as_ref().map(Topology::prefix), Some("e2e"));
         assert_eq!(topology.map(|t| t.replicas()), Some(3));
+    }
+
+    #[test]
+    fn a_comma_separated_nats_url_names_each_server() {
+        let args = parse(&["--nats-url", "nats://a:4222, nats://b:4222,nats://c:4222,"]);
+        let servers = args.as_ref().map(CommonArgs::nats_servers).ok();
+        assert_eq!(
+            servers,
+            Some(vec!["nats://a:4222", "nats://b:4222", "nats://c:4222"])
+        );
+        // Why the split is ours: the client parses a string as one URL.
+        let whole = "nats://a:4222,nats://b:4222".parse::<async_nats::ServerAddr>();
+        assert!(whole.is_err(), "{whole:?}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub async fn connect_nats(
         attempts += 1;
         let options = options(args, connection_name, health).await?;
         let attempt = tokio::select! {
-            attempt = options.connect(args.nats_url.as_str()) => attempt,
+            attempt = options.connect(args.nats_servers()) => attempt,
             () = shutdown.requested() => {
                 return Err(RuntimeError::ShutdownWhileConnecting { url: args.nats_url.clone() });
             }

@@ -8,7 +8,8 @@
 //! plain `kubectl` can use, and installs the CRDs from `deploy/crds/`.
 //! [`shared`] starts one environment per test binary; tests isolate
 //! themselves with their own namespace ([`TestEnv::create_namespace`]) and bus
-//! prefix ([`unique_name`]).
+//! prefix ([`unique_name`]). Tests that take a NATS server away from a
+//! JetStream cluster start their own [`NatsCluster`] of three.
 //!
 //! Children never outlive the test process (see [`process`]); their logs stay
 //! in the environment's directory and the tail is printed when start-up fails.
@@ -20,6 +21,7 @@
 pub mod error;
 pub mod kubeconfig;
 pub mod nats;
+pub mod nats_cluster;
 pub mod pki;
 pub mod process;
 pub mod tools;
@@ -36,6 +38,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 
 pub use error::{Error, Result};
 pub use nats::NatsServer;
+pub use nats_cluster::NatsCluster;
 use process::{ManagedProcess, free_ports};
 pub use tools::Tools;
 
