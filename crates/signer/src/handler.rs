@@ -149,9 +149,12 @@ impl Handler {
                 );
                 self.write_secret(&secrets, existing.as_ref(), &desired)
                     .await?;
+                // Counted once the Secret holds it: if confirming fails, the
+                // retry finds the Secret up to date and must not count it
+                // again, nor leave it uncounted.
+                self.metrics.issued(why.as_str());
                 self.confirm(&scert, item, trace, &issuer, &Summary::from(&issued))
                     .await?;
-                self.metrics.issued(why.as_str());
                 info!(serial = %issued.serial, why = why.as_str(), secret = %scert.spec.secret_name, "certificate issued");
                 Ok(Handled::Issued {
                     serial: issued.serial,
