@@ -22,9 +22,8 @@ use certflow_api::{
 use certflow_e2e::eventually;
 use certflow_e2e::fixtures::create_generated_ca;
 use certflow_e2e::tenant::Tenant;
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt as _;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::PostParams;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -122,27 +121,9 @@ impl Fixture {
     /// The note of the Warning Event certflow-reporter wrote about `scert`
     /// for `reason`, once it exists; asserts it is sanitized.
     async fn warning(&self, scert: &ServiceCertificate, reason: &str) -> String {
-        let events: Api<Event> = self.api();
         let uid = scert.uid().expect("uid");
-        let fields = format!("regarding.uid={uid},reportingController=certflow-reporter");
-        let what = format!(
-            "a {reason} Warning about ServiceCertificate {}\n{}",
-            scert.name_any(),
-            self.services.logs()
-        );
-        let note = eventually(&what, WAIT, || async {
-            let list = events
-                .list(&ListParams::default().fields(&fields))
-                .await
-                .ok()?;
-            list.items
-                .into_iter()
-                .find(|e| {
-                    e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason)
-                })
-                .and_then(|e| e.note)
-        })
-        .await;
+        let what = format!("ServiceCertificate {}", scert.name_any());
+        let note = self.certflow_warning(&uid, reason, &what, WAIT).await;
         assert_sanitized(&format!("the {reason} Event note"), &note);
         note
     }

@@ -19,9 +19,8 @@ use certflow_e2e::fixtures::{create_generated_ca, secret_data};
 use certflow_e2e::tenant::Tenant;
 use certflow_e2e::{eventually, run};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt as _;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::PostParams;
 
 const WAIT: Duration = Duration::from_secs(90);
 const EXAMPLE_CA: &str = concat!(
@@ -123,29 +122,9 @@ impl Fixture {
     /// The note of the Warning certflow-reporter wrote on `pod` for
     /// `reason`, once it exists.
     async fn pod_warning(&self, pod: &Pod, reason: &str) -> String {
-        let events: Api<Event> = self.api();
-        let fields = format!(
-            "regarding.uid={},reportingController=certflow-reporter",
-            pod.uid().expect("uid")
-        );
-        let what = format!(
-            "a {reason} Warning on Pod {}\n{}",
-            pod.name_any(),
-            self.services.logs()
-        );
-        eventually(&what, WAIT, || async {
-            let list = events
-                .list(&ListParams::default().fields(&fields))
-                .await
-                .ok()?;
-            list.items
-                .into_iter()
-                .find(|e| {
-                    e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason)
-                })
-                .and_then(|e| e.note)
-        })
-        .await
+        let uid = pod.uid().expect("uid");
+        let what = format!("Pod {}", pod.name_any());
+        self.certflow_warning(&uid, reason, &what, WAIT).await
     }
 
     /// The Secret of `name`, once it is Ready for its current generation.

@@ -6,10 +6,14 @@ use certflow_api::{IssuerPolicy, ServiceCertificate};
 use certflow_testenv::TestEnv;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
+use crate::eventually;
 use crate::fixtures::create_generated_ca;
 use crate::services::Services;
 
@@ -62,6 +66,34 @@ impl Tenant {
 
     pub fn secrets(&self) -> Api<Secret> {
         self.api()
+    }
+
+    /// The note of the Warning Event certflow-reporter wrote for `reason`
+    /// about the object `uid` (`what` names it in the failure message), once
+    /// it exists within `wait`.
+    pub async fn certflow_warning(
+        &self,
+        uid: &str,
+        reason: &str,
+        what: &str,
+        wait: Duration,
+    ) -> String {
+        let events: Api<Event> = self.api();
+        let fields = format!("regarding.uid={uid},reportingController=certflow-reporter");
+        let waiting_for = format!("a {reason} Warning about {what}\n{}", self.services.logs());
+        eventually(&waiting_for, wait, || async {
+            let list = events
+                .list(&ListParams::default().fields(&fields))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|e| {
+                    e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason)
+                })
+                .and_then(|e| e.note)
+        })
+        .await
     }
 }
 
