@@ -164,6 +164,14 @@ impl BusError {
         }
     }
 
+    /// Whether a publish failed because no stream captures its subject
+    /// (JetStream answered "no responders"): the stream is being created,
+    /// the server is restarting, or the stream is gone and must be created
+    /// again ([`crate::ensure`]).
+    pub fn is_stream_missing(&self) -> bool {
+        matches!(self, Self::Publish { source, .. } if source.kind() == PublishErrorKind::StreamNotFound)
+    }
+
     /// A short, stable label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream;
-use async_nats::jetstream::context::PublishErrorKind;
 use certflow_api::{CertificateAuthority, ServiceCertificate, labels};
-use certflow_bus::{BusError, PublishReceipt, Publisher, Topology, TraceId};
+use certflow_bus::{PublishReceipt, Publisher, Topology, TraceId};
 use certflow_proto::v1::{SCHEMA_VERSION, Trigger, WorkItem};
 use certflow_runtime::{HealthHandle, kube_client};
 use futures::StreamExt as _;
@@ -411,7 +410,7 @@ impl Context {
     ) -> Result<PublishReceipt, Error> {
         let trace = TraceId::generate();
         let receipt = match self.publisher.publish_work(item, &trace).await {
-            Err(err) if stream_missing(&err) => {
+            Err(err) if err.is_stream_missing() => {
                 self.restore_streams().await?;
                 self.publisher.publish_work(item, &trace).await?
             }
@@ -453,10 +452,4 @@ impl Context {
             self.ledger.forget(uid);
         }
     }
-}
-
-/// Whether publishing failed because no stream captures the subject
-/// (JetStream answered "no responders").
-fn stream_missing(err: &BusError) -> bool {
-    matches!(err, BusError::Publish { source, .. } if source.kind() == PublishErrorKind::StreamNotFound)
 }
