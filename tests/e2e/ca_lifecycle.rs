@@ -56,14 +56,7 @@ impl Fixture {
             }),
             ..ServiceCertificateSpec::default()
         };
-        self.scerts()
-            .patch(
-                name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(&ServiceCertificate::new(name, spec)),
-            )
-            .await
-            .expect("apply ServiceCertificate");
+        self.0.apply(name, spec).await;
     }
 
     /// Waits until `name` is Ready with a Secret whose serial status names.

@@ -38,18 +38,6 @@ impl Fixture {
         }
     }
 
-    async fn apply(&self, name: &str, spec: ServiceCertificateSpec) -> ServiceCertificate {
-        let scert = ServiceCertificate::new(name, spec);
-        self.scerts()
-            .patch(
-                name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(&scert),
-            )
-            .await
-            .expect("apply ServiceCertificate")
-    }
-
     /// Waits until `name` is Ready for its current generation with a Secret
     /// whose serial matches status, and returns both.
     async fn ready(&self, name: &str) -> (ServiceCertificate, Secret) {

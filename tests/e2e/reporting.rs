@@ -17,7 +17,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt as _;
-use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -65,14 +65,7 @@ impl Fixture {
             }),
             ..ServiceCertificateSpec::default()
         };
-        self.scerts()
-            .patch(
-                name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(&ServiceCertificate::new(name, spec)),
-            )
-            .await
-            .expect("apply ServiceCertificate");
+        self.apply(name, spec).await;
     }
 
     /// `kubectl apply` of `manifest` in the test's namespace.

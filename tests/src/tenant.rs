@@ -2,14 +2,14 @@
 //! and a generated CertificateAuthority to sign with. Test files wrap it in
 //! their own `Fixture` (which derefs to it) for the helpers only they need.
 
-use certflow_api::{IssuerPolicy, ServiceCertificate};
+use certflow_api::{IssuerPolicy, ServiceCertificate, ServiceCertificateSpec};
 use certflow_testenv::TestEnv;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
@@ -66,6 +66,19 @@ impl Tenant {
 
     pub fn secrets(&self) -> Api<Secret> {
         self.api()
+    }
+
+    /// `kubectl apply` of ServiceCertificate `name` with `spec`.
+    pub async fn apply(&self, name: &str, spec: ServiceCertificateSpec) -> ServiceCertificate {
+        let scert = ServiceCertificate::new(name, spec);
+        self.scerts()
+            .patch(
+                name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&scert),
+            )
+            .await
+            .expect("apply ServiceCertificate")
     }
 
     /// The note of the Warning Event certflow-reporter wrote for `reason`
