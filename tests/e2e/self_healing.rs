@@ -11,10 +11,9 @@ use async_nats::jetstream;
 use certflow_api::ServiceCertificate;
 use certflow_bus::Topology;
 use certflow_e2e::eventually;
-use certflow_e2e::services::{Service, Services, binary};
+use certflow_e2e::services::Services;
 use certflow_e2e::workload::Workload;
-use certflow_testenv::process::{ManagedProcess, free_ports};
-use certflow_testenv::{TestEnv, unique_name};
+use certflow_testenv::TestEnv;
 use kube::Api;
 use kube::api::DeleteParams;
 
@@ -39,7 +38,7 @@ impl Fixture {
         let namespace = env.create_namespace(prefix).await.expect("namespace");
         let mut services = Services::launch(env, &namespace, 0, &[], &[]).await;
         services.kill_watcher();
-        services.watcher = Some(watcher(env, &services));
+        services.start_watcher_with_args(&[&format!("--republish-after={REPUBLISH_AFTER}")]);
         let client = env.client().await.expect("client");
         let scerts = Api::namespaced(client.clone(), &namespace);
         let workload = Workload::create_authority(client, &namespace).await;
@@ -108,40 +107,6 @@ impl Fixture {
             "not issued after {WAIT:?}: {problems:#?}\n{}",
             self.services.logs()
         );
-    }
-}
-
-/// The watcher as `Services` starts it, with `--republish-after`.
-fn watcher(env: &TestEnv, services: &Services) -> Service {
-    let [metrics_port, health_port] = free_ports().expect("ports");
-    let args = vec![
-        format!("--nats-url={}", env.nats_url()),
-        format!("--bus-prefix={}", services.bus_prefix),
-        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-        format!("--health-addr=127.0.0.1:{health_port}"),
-        format!("--watch-namespace={}", services.namespace),
-        "--failure-retry=30s".to_owned(),
-        "--renewal-jitter=1s".to_owned(),
-        format!("--republish-after={REPUBLISH_AFTER}"),
-    ];
-    let envs = vec![
-        (
-            "KUBECONFIG".to_owned(),
-            env.kubeconfig().display().to_string(),
-        ),
-        ("RUST_LOG".to_owned(), "info".to_owned()),
-    ];
-    let log = env
-        .dir()
-        .join(format!("{}.log", unique_name("self-healing-watcher")));
-    let process =
-        ManagedProcess::start_with_env("watcher", &binary("certflow-watcher"), args, envs, log)
-            .expect("start the watcher");
-    Service {
-        process,
-        metrics_port,
-        health_port,
-        grpc_port: None,
     }
 }
 

@@ -235,11 +235,18 @@ impl Services {
 
     /// Starts (or restarts) the watcher.
     pub fn start_watcher(&mut self) {
-        let args = [
+        self.start_watcher_with_args(&[]);
+    }
+
+    /// Starts (or restarts) the watcher with `extra` flags on top of the
+    /// defaults.
+    pub fn start_watcher_with_args(&mut self, extra: &[&str]) {
+        let mut args = vec![
             format!("--watch-namespace={}", self.namespace),
             "--failure-retry=30s".to_owned(),
             "--renewal-jitter=1s".to_owned(),
         ];
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         self.watcher = Some(self.spawn("watcher", "certflow-watcher", &args));
     }
 
