@@ -20,11 +20,12 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt};
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, instrument, warn};
+use tracing::{debug, error, info, instrument, warn};
 
 use crate::Error;
 use crate::decide::{Decision, Observed, decide};
-use crate::ledger::Ledger;
+use crate::fairness::{self, Admission, Cap};
+use crate::ledger::{Key, Ledger};
 use crate::metrics::Metrics;
 use crate::schedule::{Publication, Schedule, Step};
 
@@ -39,6 +40,12 @@ const TRIGGER_BUFFER: usize = 1024;
 /// work stream missing; reconciles running at the same moment share one
 /// attempt.
 const RESTORE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// When a held decision is looked at again if no slot freed for it before.
+/// A held object is woken when its turn comes; this only bounds the wait
+/// should a wake-up be missed, and is long enough that a thousand held
+/// objects cost a few reconciles a second.
+const HELD_RECHECK: Duration = Duration::from_secs(60);
 
 /// Settings of the reconcile loop.
 #[derive(Debug, Clone)]
@@ -55,6 +62,9 @@ pub struct Settings {
     pub renewal_jitter: Duration,
     /// Reconciles running at once.
     pub concurrency: u16,
+    /// `--namespace-in-flight`: objects of one namespace that may have work
+    /// published and not yet seen done ([`crate::fairness`]).
+    pub namespace_in_flight: Cap,
     /// Watch only this namespace; all namespaces when `None`.
     pub namespace: Option<String>,
 }
@@ -153,7 +163,10 @@ pub async fn run(
     let triggers = scert_writer
         .subscribe()
         .expect("a shared store can be subscribed to");
-    let ledger = Ledger::new(metrics.clone());
+    // Held objects come back through this channel when a slot of their
+    // namespace is set aside for them.
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    let ledger = Ledger::new(metrics.clone()).with_cap(settings.namespace_in_flight, wake);
     let scert_cache = watcher(
         scoped::<ServiceCertificate>(client.clone(), namespace),
         watcher::Config::default(),
@@ -169,9 +182,9 @@ pub async fn run(
         }
     });
     tokio::spawn(scert_cache);
-    let controller = Controller::for_shared_stream(triggers, store.clone()).with_config(
-        kube::runtime::controller::Config::default().concurrency(settings.concurrency),
-    );
+    let controller = Controller::for_shared_stream(triggers, store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
+        .reconcile_on(woken);
     let context = Arc::new(Context {
         publisher: Publisher::new(js.clone(), topology),
         js,
@@ -296,6 +309,12 @@ async fn reconcile(scert: Arc<ServiceCertificate>, ctx: Arc<Context>) -> Result<
         failure_retry: ctx.settings.failure_retry,
     };
     let uid = scert.uid().unwrap_or_default();
+    let name = scert.name_any();
+    let key = Key {
+        uid: &uid,
+        namespace: &namespace,
+        name: &name,
+    };
     match decide(&scert, observed) {
         Decision::Publish {
             trigger,
@@ -314,10 +333,18 @@ async fn reconcile(scert: Arc<ServiceCertificate>, ctx: Arc<Context>) -> Result<
                     message_id,
                     attempt,
                 } => {
+                    let takes_slot = fairness::takes_slot(trigger);
+                    if ctx.ledger.admit(key, takes_slot) == Admission::Hold {
+                        debug!(
+                            trigger = trigger.as_str_name(),
+                            "held: the namespace has --namespace-in-flight objects in flight"
+                        );
+                        return Ok(Action::requeue(HELD_RECHECK + jitter(HELD_RECHECK / 4)));
+                    }
                     let item = WorkItem {
                         schema_version: SCHEMA_VERSION,
-                        namespace,
-                        name: scert.name_any(),
+                        namespace: namespace.clone(),
+                        name: name.clone(),
                         uid: uid.clone(),
                         generation: scert.metadata.generation.unwrap_or_default(),
                         trigger: trigger.into(),
@@ -325,14 +352,17 @@ async fn reconcile(scert: Arc<ServiceCertificate>, ctx: Arc<Context>) -> Result<
                         requested_at: Some(prost_types::Timestamp::from(now)),
                         dedup_id: message_id,
                     };
-                    ctx.publish(&item, trigger, attempt).await?;
+                    if let Err(err) = ctx.publish(&item, trigger, attempt).await {
+                        ctx.ledger.not_published(key);
+                        return Err(err);
+                    }
                     let publication = Publication {
                         dedup_id,
                         attempt,
                         at: SystemTime::now(),
                     };
                     let due = ctx.schedule.due(&publication, trigger);
-                    ctx.ledger.published(&uid, publication);
+                    ctx.ledger.published(key, publication, takes_slot);
                     ctx.forget_if_deleted(&scert, &uid);
                     due
                 }
@@ -372,7 +402,12 @@ fn republished_detail(detail: String, attempt: u32) -> String {
 fn error_policy(scert: Arc<ServiceCertificate>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error(error.kind());
     let uid = scert.uid().unwrap_or_default();
-    let failures = ctx.ledger.failed(&uid);
+    let (namespace, name) = (scert.namespace().unwrap_or_default(), scert.name_any());
+    let failures = ctx.ledger.failed(Key {
+        uid: &uid,
+        namespace: &namespace,
+        name: &name,
+    });
     ctx.forget_if_deleted(&scert, &uid);
     let transient = error.is_transient();
     let delay = ctx.schedule.after_error(failures, transient);

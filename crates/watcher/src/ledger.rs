@@ -1,59 +1,208 @@
 //! What the watcher remembers about a ServiceCertificate between
 //! reconciles, keyed by uid: the last publication of a decision not yet
-//! seen carried out, and how many reconciles in a row failed. An object
-//! leaves the ledger once its decision no longer asks for work, or when it
-//! is deleted, so the ledger's size follows the work in progress, not the
-//! cluster or its history.
+//! seen carried out, whether that publication holds one of its namespace's
+//! slots ([`crate::fairness`]), and how many reconciles in a row failed.
+//! And, per namespace, the objects whose decisions are held for a slot, in
+//! the order they were first held. An object leaves the ledger once its
+//! decision no longer asks for work, or when it is deleted, so the ledger's
+//! size follows the work in progress, not the cluster or its history.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use certflow_api::ServiceCertificate;
+use futures::channel::mpsc::UnboundedSender;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::fairness::{self, Admission, Cap, Claim, Load};
 use crate::metrics::Metrics;
 use crate::schedule::Publication;
 
+/// Which object a call is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    pub uid: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
 #[derive(Debug, Default)]
 struct Entry {
+    namespace: String,
     last: Option<Publication>,
+    /// Holds one of its namespace's slots: admitted and published (or being
+    /// published), not yet seen done.
+    slot: bool,
     failures: u32,
+}
+
+/// One held object.
+#[derive(Debug)]
+struct Waiter {
+    uid: String,
+    name: String,
+}
+
+/// One namespace's slots.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Objects holding a slot.
+    in_flight: usize,
+    /// Held objects, first held first.
+    held: VecDeque<Waiter>,
+    /// Held objects woken for a freed slot, not yet reconciled since.
+    woken: HashSet<String>,
+}
+
+impl Slots {
+    fn load(&self) -> Load {
+        Load {
+            in_flight: self.in_flight,
+            woken: self.woken.len(),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.in_flight == 0 && self.held.is_empty() && self.woken.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    entries: HashMap<String, Entry>,
+    namespaces: HashMap<String, Slots>,
+    /// The namespace of every held or woken object, by uid.
+    waiting: HashMap<String, String>,
 }
 
 /// Shared by every reconcile and the ServiceCertificate watch, which
 /// forgets deleted objects.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    book: Arc<Mutex<Book>>,
+    cap: Cap,
+    /// Where a held object is sent when a slot is set aside for it; the
+    /// controller reconciles what arrives.
+    wake: Option<UnboundedSender<ObjectRef<ServiceCertificate>>>,
     metrics: Metrics,
 }
 
 impl Ledger {
-    /// An empty ledger reporting its size as `certflow_watcher_decisions_pending`.
+    /// An empty ledger without a cap, reporting its size as
+    /// `certflow_watcher_decisions_pending`.
     pub fn new(metrics: Metrics) -> Self {
         Self {
-            entries: Arc::default(),
+            book: Arc::default(),
+            cap: Cap::Unlimited,
+            wake: None,
             metrics,
+        }
+    }
+
+    /// The same ledger holding each namespace to `cap`: a held object is
+    /// sent to `wake` when a slot is set aside for it, in the order objects
+    /// were first held.
+    pub fn with_cap(self, cap: Cap, wake: UnboundedSender<ObjectRef<ServiceCertificate>>) -> Self {
+        Self {
+            cap,
+            wake: Some(wake),
+            ..self
         }
     }
 
     /// The last publication remembered for `uid`.
     pub fn last_publication(&self, uid: &str) -> Option<Publication> {
-        self.lock().get(uid).and_then(|entry| entry.last.clone())
+        self.lock()
+            .entries
+            .get(uid)
+            .and_then(|entry| entry.last.clone())
     }
 
-    /// Remembers that `publication` was stored; ends an error streak.
-    pub fn published(&self, uid: &str, publication: Publication) {
-        self.update(|entries| {
-            let entry = entries.entry(uid.to_owned()).or_default();
+    /// Whether `key`'s decision may be published now. When it may and its
+    /// decision takes a slot ([`fairness::takes_slot`]), the slot is taken
+    /// at once, so reconciles running side by side never exceed the cap.
+    /// When not, the object joins its namespace's held objects (keeping its
+    /// place if it already waits) and is woken when its turn comes.
+    pub fn admit(&self, key: Key<'_>, takes_slot: bool) -> Admission {
+        let cap = self.cap;
+        let mut admission = Admission::Publish;
+        self.update(Some(key.namespace), |book| {
+            let holds_slot = book.entries.get(key.uid).is_some_and(|entry| entry.slot);
+            let slots = book.namespaces.entry(key.namespace.to_owned()).or_default();
+            let woken = slots.woken.remove(key.uid);
+            let claim = Claim { holds_slot, woken };
+            let mut load = slots.load();
+            load.woken += usize::from(woken);
+            admission = fairness::admit(cap, claim, load);
+            match admission {
+                Admission::Publish => {
+                    slots.held.retain(|waiter| waiter.uid != key.uid);
+                    book.waiting.remove(key.uid);
+                    if takes_slot && !holds_slot {
+                        slots.in_flight += 1;
+                        let entry = book.entries.entry(key.uid.to_owned()).or_default();
+                        entry.namespace = key.namespace.to_owned();
+                        entry.slot = true;
+                    }
+                }
+                Admission::Hold => {
+                    let waiter = Waiter {
+                        uid: key.uid.to_owned(),
+                        name: key.name.to_owned(),
+                    };
+                    if woken {
+                        // Its slot went to another object first; it stays next.
+                        slots.held.push_front(waiter);
+                    } else if !book.waiting.contains_key(key.uid) {
+                        slots.held.push_back(waiter);
+                    }
+                    book.waiting
+                        .insert(key.uid.to_owned(), key.namespace.to_owned());
+                }
+            }
+        });
+        admission
+    }
+
+    /// Remembers that `publication` of `key`'s decision was stored; ends an
+    /// error streak. The object keeps its slot only if the decision takes
+    /// one (a re-examination gives it back).
+    pub fn published(&self, key: Key<'_>, publication: Publication, takes_slot: bool) {
+        self.update(Some(key.namespace), |book| {
+            let entry = book.entries.entry(key.uid.to_owned()).or_default();
+            entry.namespace = key.namespace.to_owned();
             entry.last = Some(publication);
             entry.failures = 0;
+            let released = entry.slot && !takes_slot;
+            entry.slot = entry.slot && takes_slot;
+            if released {
+                release(book, key.namespace);
+            }
         });
     }
 
-    /// Counts a failed reconcile of `uid`; returns the failures in a row,
+    /// Publishing `key`'s admitted decision failed: a slot taken for a
+    /// first publication is given back (the object claims again when
+    /// retried); one whose earlier work may be on the bus is kept.
+    pub fn not_published(&self, key: Key<'_>) {
+        self.update(Some(key.namespace), |book| {
+            let Some(entry) = book.entries.get_mut(key.uid) else {
+                return;
+            };
+            if entry.slot && entry.last.is_none() {
+                entry.slot = false;
+                release(book, key.namespace);
+            }
+        });
+    }
+
+    /// Counts a failed reconcile of `key`; returns the failures in a row,
     /// this one included.
-    pub fn failed(&self, uid: &str) -> u32 {
+    pub fn failed(&self, key: Key<'_>) -> u32 {
         let mut failures = 0;
-        self.update(|entries| {
-            let entry = entries.entry(uid.to_owned()).or_default();
+        self.update(Some(key.namespace), |book| {
+            let entry = book.entries.entry(key.uid.to_owned()).or_default();
+            entry.namespace = key.namespace.to_owned();
             entry.failures = entry.failures.saturating_add(1);
             failures = entry.failures;
         });
@@ -63,51 +212,131 @@ impl Ledger {
     /// A reconcile of `uid` succeeded and its decision still asks for the
     /// work published last: ends an error streak, keeps the publication.
     pub fn waiting(&self, uid: &str) {
-        self.update(|entries| {
-            if let Some(entry) = entries.get_mut(uid) {
+        self.update(None, |book| {
+            if let Some(entry) = book.entries.get_mut(uid) {
                 entry.failures = 0;
             }
         });
     }
 
     /// Forgets `uid`: its decision asks for no work (what was published is
-    /// done), or it was deleted.
+    /// done), or it was deleted. Its slot, if it held one, goes to the next
+    /// held object of its namespace.
     pub fn forget(&self, uid: &str) {
-        self.update(|entries| {
-            entries.remove(uid);
-        });
+        self.update(None, |book| forget(book, uid));
     }
 
     /// Forgets every object for which `exists` is false: after a re-list,
     /// whatever was deleted while the watch was down.
     pub fn retain(&self, exists: impl Fn(&str) -> bool) {
-        self.update(|entries| entries.retain(|uid, _| exists(uid)));
+        self.update(None, |book| {
+            let gone: Vec<String> = book
+                .entries
+                .keys()
+                .chain(book.waiting.keys())
+                .filter(|uid| !exists(uid))
+                .cloned()
+                .collect();
+            for uid in gone {
+                forget(book, &uid);
+            }
+        });
     }
 
-    /// How many objects the ledger holds.
+    /// How many objects the ledger holds a publication or an error streak
+    /// for (held objects not included).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
-    /// Whether the ledger holds no object.
+    /// Whether the ledger holds no publication or error streak.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().entries.is_empty()
     }
 
-    fn update(&self, change: impl FnOnce(&mut HashMap<String, Entry>)) {
-        let mut entries = self.lock();
-        change(&mut entries);
-        self.metrics.pending(entries.len());
+    /// How many objects' decisions are held for a slot (woken ones not yet
+    /// reconciled included).
+    pub fn held(&self) -> usize {
+        self.lock().waiting.len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    /// How many objects of `namespace` hold a slot.
+    pub fn in_flight(&self, namespace: &str) -> usize {
+        self.lock()
+            .namespaces
+            .get(namespace)
+            .map_or(0, |slots| slots.in_flight)
+    }
+
+    /// Applies `change`, then wakes held objects for the slots it freed:
+    /// in `namespace`, or in every namespace when `None`.
+    fn update(&self, namespace: Option<&str>, change: impl FnOnce(&mut Book)) {
+        let mut book = self.lock();
+        change(&mut book);
+        match namespace {
+            Some(namespace) => self.wake_held(&mut book, namespace),
+            None => {
+                let namespaces: Vec<String> = book.namespaces.keys().cloned().collect();
+                for namespace in namespaces {
+                    self.wake_held(&mut book, &namespace);
+                }
+            }
+        }
+        self.metrics.pending(book.entries.len());
+        self.metrics.held(book.waiting.len());
+    }
+
+    /// Sets a free slot of `namespace` aside for each of its first held
+    /// objects and sends them to be reconciled; drops the namespace's
+    /// record once nothing of it is in flight or held.
+    fn wake_held(&self, book: &mut Book, namespace: &str) {
+        let Some(slots) = book.namespaces.get_mut(namespace) else {
+            return;
+        };
+        let wake = fairness::to_wake(self.cap, slots.load(), slots.held.len());
+        for waiter in slots.held.drain(..wake) {
+            slots.woken.insert(waiter.uid);
+            if let Some(sender) = &self.wake {
+                // Closed only when the controller stopped.
+                let _ = sender.unbounded_send(ObjectRef::new(&waiter.name).within(namespace));
+            }
+        }
+        if slots.is_idle() {
+            book.namespaces.remove(namespace);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Gives one of `namespace`'s slots back.
+fn release(book: &mut Book, namespace: &str) {
+    if let Some(slots) = book.namespaces.get_mut(namespace) {
+        slots.in_flight = slots.in_flight.saturating_sub(1);
+    }
+}
+
+fn forget(book: &mut Book, uid: &str) {
+    if let Some(entry) = book.entries.remove(uid)
+        && entry.slot
+    {
+        release(book, &entry.namespace);
+    }
+    if let Some(namespace) = book.waiting.remove(uid)
+        && let Some(slots) = book.namespaces.get_mut(&namespace)
+    {
+        slots.woken.remove(uid);
+        slots.held.retain(|waiter| waiter.uid != uid);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
+
+    use futures::channel::mpsc::{UnboundedReceiver, unbounded};
 
     use super::*;
 
@@ -119,10 +348,41 @@ mod tests {
         }
     }
 
+    /// Object `uid` in namespace `shop`, named after its uid.
+    fn shop(uid: &str) -> Key<'_> {
+        Key {
+            uid,
+            namespace: "shop",
+            name: uid,
+        }
+    }
+
+    fn capped(objects: usize) -> (Ledger, UnboundedReceiver<ObjectRef<ServiceCertificate>>) {
+        let (wake, woken) = unbounded();
+        let ledger = Ledger::new(Metrics::default()).with_cap(Cap::from_flag(objects), wake);
+        (ledger, woken)
+    }
+
+    /// The names of the objects woken so far.
+    fn woken(receiver: &mut UnboundedReceiver<ObjectRef<ServiceCertificate>>) -> Vec<String> {
+        std::iter::from_fn(|| receiver.try_recv().ok())
+            .map(|object| object.name)
+            .collect()
+    }
+
+    /// Admits `key`'s decision and, when published, records it.
+    fn publish(ledger: &Ledger, key: Key<'_>, takes_slot: bool) -> Admission {
+        let admission = ledger.admit(key, takes_slot);
+        if admission == Admission::Publish {
+            ledger.published(key, publication(key.uid), takes_slot);
+        }
+        admission
+    }
+
     #[test]
     fn a_publication_is_remembered_until_the_object_is_forgotten() {
         let ledger = Ledger::new(Metrics::default());
-        ledger.published("a", publication("a/1"));
+        ledger.published(shop("a"), publication("a/1"), true);
         assert_eq!(ledger.last_publication("a"), Some(publication("a/1")));
         ledger.forget("a");
         assert_eq!(ledger.last_publication("a"), None);
@@ -132,12 +392,12 @@ mod tests {
     #[test]
     fn failures_count_in_a_row_and_a_publication_or_a_wait_ends_the_streak() {
         let ledger = Ledger::new(Metrics::default());
-        assert_eq!(ledger.failed("a"), 1);
-        assert_eq!(ledger.failed("a"), 2);
-        ledger.published("a", publication("a/1"));
-        assert_eq!(ledger.failed("a"), 1);
+        assert_eq!(ledger.failed(shop("a")), 1);
+        assert_eq!(ledger.failed(shop("a")), 2);
+        ledger.published(shop("a"), publication("a/1"), true);
+        assert_eq!(ledger.failed(shop("a")), 1);
         ledger.waiting("a");
-        assert_eq!(ledger.failed("a"), 1);
+        assert_eq!(ledger.failed(shop("a")), 1);
         assert_eq!(ledger.last_publication("a"), Some(publication("a/1")));
     }
 
@@ -145,12 +405,139 @@ mod tests {
     fn after_a_re_list_only_existing_objects_are_kept() {
         let ledger = Ledger::new(Metrics::default());
         for uid in ["a", "b", "c"] {
-            ledger.published(uid, publication(uid));
+            ledger.published(shop(uid), publication(uid), true);
         }
-        ledger.failed("d");
+        ledger.failed(shop("d"));
         ledger.retain(|uid| uid == "b" || uid == "d");
         assert_eq!(ledger.len(), 2);
         assert!(ledger.last_publication("a").is_none());
         assert!(ledger.last_publication("b").is_some());
+    }
+
+    #[test]
+    fn without_a_cap_nothing_is_held() {
+        let ledger = Ledger::new(Metrics::default());
+        for uid in ["a", "b", "c", "d"] {
+            assert_eq!(publish(&ledger, shop(uid), true), Admission::Publish);
+        }
+        assert_eq!(ledger.held(), 0);
+        assert_eq!(ledger.in_flight("shop"), 4);
+    }
+
+    #[test]
+    fn a_namespace_at_its_cap_holds_further_decisions_and_publishes_them_first_held_first() {
+        let (ledger, mut receiver) = capped(2);
+        for uid in ["a", "b"] {
+            assert_eq!(publish(&ledger, shop(uid), true), Admission::Publish);
+        }
+        for uid in ["c", "d", "e"] {
+            assert_eq!(publish(&ledger, shop(uid), true), Admission::Hold, "{uid}");
+        }
+        // A held object looked at again keeps its place.
+        assert_eq!(publish(&ledger, shop("c"), true), Admission::Hold);
+        assert_eq!(ledger.held(), 3);
+        assert_eq!(ledger.len(), 2, "held objects are not pending on the bus");
+        assert!(woken(&mut receiver).is_empty());
+
+        ledger.forget("a");
+        assert_eq!(woken(&mut receiver), ["c"]);
+        assert_eq!(
+            publish(&ledger, shop("f"), true),
+            Admission::Hold,
+            "a newcomer does not take the slot set aside for c"
+        );
+        assert_eq!(publish(&ledger, shop("c"), true), Admission::Publish);
+        assert_eq!(ledger.in_flight("shop"), 2);
+
+        ledger.forget("b");
+        ledger.forget("c");
+        assert_eq!(woken(&mut receiver), ["d", "e"]);
+        for uid in ["d", "e"] {
+            assert_eq!(publish(&ledger, shop(uid), true), Admission::Publish);
+        }
+        ledger.forget("d");
+        assert_eq!(woken(&mut receiver), ["f"]);
+        assert_eq!(publish(&ledger, shop("f"), true), Admission::Publish);
+        assert_eq!(ledger.held(), 0);
+    }
+
+    #[test]
+    fn another_namespace_is_not_held_by_a_full_one() {
+        let (ledger, _receiver) = capped(1);
+        assert_eq!(publish(&ledger, shop("a"), true), Admission::Publish);
+        assert_eq!(publish(&ledger, shop("b"), true), Admission::Hold);
+        let quiet = Key {
+            uid: "q",
+            namespace: "quiet",
+            name: "q",
+        };
+        assert_eq!(publish(&ledger, quiet, true), Admission::Publish);
+    }
+
+    #[test]
+    fn an_object_in_flight_publishes_again_over_the_cap() {
+        let (ledger, _receiver) = capped(1);
+        assert_eq!(publish(&ledger, shop("a"), true), Admission::Publish);
+        assert_eq!(publish(&ledger, shop("b"), true), Admission::Hold);
+        assert_eq!(ledger.admit(shop("a"), true), Admission::Publish);
+        assert_eq!(ledger.in_flight("shop"), 1, "the same slot");
+    }
+
+    #[test]
+    fn a_woken_object_that_no_longer_needs_its_slot_passes_it_on() {
+        let (ledger, mut receiver) = capped(1);
+        for uid in ["a", "b", "c"] {
+            publish(&ledger, shop(uid), true);
+        }
+        ledger.forget("a");
+        assert_eq!(woken(&mut receiver), ["b"]);
+        // b's decision now asks for nothing (its Secret came back, say).
+        ledger.forget("b");
+        assert_eq!(woken(&mut receiver), ["c"]);
+    }
+
+    #[test]
+    fn a_held_object_deleted_leaves_the_queue() {
+        let (ledger, mut receiver) = capped(1);
+        for uid in ["a", "b", "c"] {
+            publish(&ledger, shop(uid), true);
+        }
+        ledger.forget("b");
+        assert_eq!(ledger.held(), 1);
+        ledger.retain(|uid| uid != "a");
+        assert_eq!(woken(&mut receiver), ["c"]);
+        assert_eq!(ledger.in_flight("shop"), 0);
+    }
+
+    #[test]
+    fn a_re_examination_holds_no_slot() {
+        let (ledger, mut receiver) = capped(1);
+        assert_eq!(publish(&ledger, shop("a"), true), Admission::Publish);
+        assert_eq!(publish(&ledger, shop("b"), true), Admission::Hold);
+        // a was refused; its re-examination gives the slot back.
+        assert_eq!(publish(&ledger, shop("a"), false), Admission::Publish);
+        assert_eq!(ledger.in_flight("shop"), 0);
+        assert_eq!(woken(&mut receiver), ["b"]);
+        assert_eq!(
+            ledger.admit(shop("a"), false),
+            Admission::Hold,
+            "at the cap, a re-examination waits like any other decision"
+        );
+    }
+
+    #[test]
+    fn a_first_publication_that_failed_gives_its_slot_back() {
+        let (ledger, mut receiver) = capped(1);
+        assert_eq!(ledger.admit(shop("a"), true), Admission::Publish);
+        assert_eq!(publish(&ledger, shop("b"), true), Admission::Hold);
+        ledger.not_published(shop("a"));
+        assert_eq!(ledger.in_flight("shop"), 0);
+        assert_eq!(woken(&mut receiver), ["b"]);
+
+        // A republication that failed keeps the slot: the first may be queued.
+        assert_eq!(publish(&ledger, shop("b"), true), Admission::Publish);
+        assert_eq!(ledger.admit(shop("b"), true), Admission::Publish);
+        ledger.not_published(shop("b"));
+        assert_eq!(ledger.in_flight("shop"), 1);
     }
 }

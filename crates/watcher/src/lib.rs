@@ -10,11 +10,16 @@
 //! watchers or a replayed watch never cause double work. A decision that
 //! still holds `--republish-after` after it was published is published
 //! again under a new id ([`schedule`]), so work lost on the bus is redone.
+//! No namespace has more than `--namespace-in-flight` objects with work
+//! published and not yet seen done; its further decisions wait in the
+//! watcher for their turn ([`fairness`]), so one namespace's flood cannot
+//! queue ahead of every other namespace's work.
 #![forbid(unsafe_code)]
 
 pub mod controller;
 pub mod decide;
 mod error;
+pub mod fairness;
 pub mod ledger;
 pub mod metrics;
 pub mod schedule;

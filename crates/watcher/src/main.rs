@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use certflow_runtime::{CommonArgs, Service, kube_client, nats::NATS_DEPENDENCY, parse_duration};
 use certflow_watcher::controller::{self, Settings};
+use certflow_watcher::fairness::Cap;
 use certflow_watcher::metrics::Metrics;
 use clap::Parser;
 
@@ -42,6 +43,14 @@ struct Args {
     /// ServiceCertificates reconciled at once.
     #[arg(long, env = "CERTFLOW_WATCHER_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+
+    /// ServiceCertificates of one namespace that may have a work item
+    /// published and not yet seen done; the namespace's further work waits
+    /// in the watcher, first come first served, so one namespace's flood
+    /// delays another's certificates by at most this many items per busy
+    /// namespace. 0: no limit.
+    #[arg(long, env = "CERTFLOW_NAMESPACE_IN_FLIGHT", default_value_t = 16)]
+    namespace_in_flight: usize,
 }
 
 #[tokio::main]
@@ -64,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         republish_after: args.republish_after,
         renewal_jitter: args.renewal_jitter,
         concurrency: args.concurrency,
+        namespace_in_flight: Cap::from_flag(args.namespace_in_flight),
         namespace: args.watch_namespace,
     };
     let shutdown = service.shutdown().clone();
@@ -120,5 +130,21 @@ mod tests {
         );
         assert!(parse(&["--republish-after=0s"]).is_err());
         assert!(parse(&["--republish-after=soon"]).is_err());
+    }
+
+    #[test]
+    fn namespace_in_flight_is_sixteen_unless_set_and_zero_lifts_the_cap() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("certflow-watcher").chain(args.iter().copied()))
+                .map(|args| Cap::from_flag(args.namespace_in_flight))
+        };
+        if std::env::var_os("CERTFLOW_NAMESPACE_IN_FLIGHT").is_none() {
+            assert_eq!(parse(&[]).ok(), Some(Cap::from_flag(16)));
+        }
+        assert_eq!(
+            parse(&["--namespace-in-flight=0"]).ok(),
+            Some(Cap::Unlimited)
+        );
+        assert!(parse(&["--namespace-in-flight=-1"]).is_err());
     }
 }

@@ -28,6 +28,7 @@ pub struct Metrics {
     republished: Family<TriggerLabel, Counter>,
     errors: Family<Kind, Counter>,
     pending: Gauge,
+    held: Gauge,
 }
 
 impl Metrics {
@@ -54,6 +55,13 @@ impl Metrics {
             "ServiceCertificates whose published work the watcher has not yet seen done, \
              or whose reconcile keeps failing",
             metrics.pending.clone(),
+        );
+        registry.register(
+            "decisions_held",
+            "ServiceCertificates whose decision the watcher holds back because their namespace \
+             has --namespace-in-flight objects with work published and not yet seen done; \
+             each is published in its turn",
+            metrics.held.clone(),
         );
         metrics
     }
@@ -85,5 +93,11 @@ impl Metrics {
     /// publication or an error streak for.
     pub fn pending(&self, objects: usize) {
         self.pending.set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of ServiceCertificates whose decision waits for a
+    /// slot of their namespace.
+    pub fn held(&self, objects: usize) {
+        self.held.set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 }
