@@ -1,9 +1,11 @@
 //! Chaos: while valid ServiceCertificates are issued and broken ones are
-//! reported, the watcher, both signers, the reporter, nats-server and
-//! kube-apiserver are killed with SIGKILL at random moments, several times
-//! each, and restarted. Afterwards every promise holds (see
-//! [`Workload::problems`]), no service exited on its own, and no log holds a
-//! panic.
+//! reported, the watcher, both signers, the reporter, each of the three
+//! servers of the NATS JetStream cluster (streams replicated on all three,
+//! as deploy/ runs them) and kube-apiserver are killed with SIGKILL at
+//! random moments, several times each, and restarted; a NATS server comes
+//! back without its store one time in three. Afterwards every promise holds
+//! (see [`Workload::problems`]), no service exited on its own, and no log
+//! holds a panic.
 //!
 //! The schedule (which process, when, for how long) comes from a seed, so a
 //! failing run can be replayed; thread timing still varies. `make test` runs
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use certflow_e2e::services::Services;
 use certflow_e2e::workload::Workload;
-use certflow_testenv::TestEnv;
+use certflow_testenv::{NatsCluster, TestEnv};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
@@ -30,25 +32,32 @@ enum Victim {
     Watcher,
     Signer(usize),
     Reporter,
-    Nats,
+    /// One server of the NATS cluster; one at a time, so the other two
+    /// keep the quorum.
+    Nats(usize),
     ApiServer,
 }
 
-const VICTIMS: [Victim; 6] = [
+const VICTIMS: [Victim; 8] = [
     Victim::Watcher,
     Victim::Signer(0),
     Victim::Signer(1),
     Victim::Reporter,
-    Victim::Nats,
+    Victim::Nats(0),
+    Victim::Nats(1),
+    Victim::Nats(2),
     Victim::ApiServer,
 ];
 
-/// One kill: wait `after`, SIGKILL `victim`, leave it down for `down`.
+/// One kill: wait `after`, SIGKILL `victim`, leave it down for `down`;
+/// with `wipe`, a NATS server comes back without its store, as when its
+/// volume is lost, and copies every stream back from the other two.
 #[derive(Debug)]
 struct Kill {
     victim: Victim,
     after: Duration,
     down: Duration,
+    wipe: bool,
 }
 
 /// `kills` kills spread evenly over the victims, in a seeded random order
@@ -62,6 +71,7 @@ fn schedule(rng: &mut StdRng, kills: usize) -> Vec<Kill> {
             victim,
             after: Duration::from_millis(rng.random_range(200..3_000)),
             down: Duration::from_millis(rng.random_range(200..5_000)),
+            wipe: matches!(victim, Victim::Nats(_)) && rng.random_ratio(1, 3),
         })
         .collect()
 }
@@ -77,23 +87,47 @@ fn setting(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn kill(env: &TestEnv, services: &mut Services, victim: Victim) {
+/// What the test kills: the control plane, the NATS cluster and certflow.
+struct Victims {
+    env: TestEnv,
+    cluster: NatsCluster,
+    services: Services,
+}
+
+fn kill(victims: &mut Victims, victim: Victim) {
+    let Victims {
+        env,
+        cluster,
+        services,
+    } = victims;
     let service = match victim {
         Victim::Watcher => services.watcher.as_mut(),
         Victim::Signer(n) => services.signers.get_mut(n),
         Victim::Reporter => services.reporters.first_mut(),
-        Victim::Nats => return env.kill_nats(),
+        Victim::Nats(node) => return cluster.kill(node),
         Victim::ApiServer => return env.kill_apiserver(),
     };
     service.expect("the victim exists").process.kill();
 }
 
-async fn restart(env: &TestEnv, services: &mut Services, victim: Victim) {
-    let process = match victim {
+async fn restart(victims: &mut Victims, kill: &Kill) {
+    let Victims {
+        env,
+        cluster,
+        services,
+    } = victims;
+    let process = match kill.victim {
         Victim::Watcher => services.watcher.as_mut().map(|s| &mut s.process),
         Victim::Signer(n) => services.signers.get_mut(n).map(|s| &mut s.process),
         Victim::Reporter => services.reporters.first_mut().map(|s| &mut s.process),
-        Victim::Nats => return env.restart_nats().await.expect("nats-server restarts"),
+        Victim::Nats(node) => {
+            let restarted = if kill.wipe {
+                cluster.restart_with_empty_storage(node).await
+            } else {
+                cluster.restart(node).await
+            };
+            return restarted.unwrap_or_else(|err| panic!("NATS server {node} restarts: {err}"));
+        }
         Victim::ApiServer => {
             return env
                 .restart_apiserver()
@@ -142,7 +176,18 @@ async fn every_certificate_ends_issued_or_reported_while_every_component_is_kill
         .expect("a control plane of the test's own");
     let namespace = env.create_namespace("chaos").await.expect("namespace");
     let client = env.client().await.expect("client");
-    let mut services = Services::start(&env, &namespace, 2).await;
+    let cluster = NatsCluster::start_beside(&env)
+        .await
+        .unwrap_or_else(|err| panic!("the NATS cluster starts: {err}"));
+    let services = Services::launch_on(
+        &env,
+        &cluster.client_urls(),
+        &namespace,
+        2,
+        &[],
+        &["--bus-replicas=3"],
+    )
+    .await;
     let mut workload = Workload::create_authority(client, &namespace).await;
 
     // One broken certificate after every `valid / broken` valid ones, paced
@@ -166,27 +211,38 @@ async fn every_certificate_ends_issued_or_reported_while_every_component_is_kill
         workload
     });
 
+    let mut victims = Victims {
+        env,
+        cluster,
+        services,
+    };
     let started = Instant::now();
     for (n, step) in plan.iter().enumerate() {
         tokio::time::sleep(step.after).await;
         eprintln!(
-            "{:>6.1}s kill {}/{}: {:?} for {:?}",
+            "{:>6.1}s kill {}/{}: {:?} for {:?}{}",
             started.elapsed().as_secs_f64(),
             n + 1,
             plan.len(),
             step.victim,
-            step.down
+            step.down,
+            if step.wipe {
+                ", back without its store"
+            } else {
+                ""
+            }
         );
-        kill(&env, &mut services, step.victim);
+        kill(&mut victims, step.victim);
         tokio::time::sleep(step.down).await;
-        restart(&env, &mut services, step.victim).await;
-        let exited = services.exited();
+        restart(&mut victims, step).await;
+        let exited = victims.services.exited();
         assert!(
             exited.is_empty(),
             "{exited:?} exited on their own ({replay})\n{}",
-            services.logs()
+            victims.services.logs()
         );
     }
+    let services = &mut victims.services;
     let workload = creating.await.expect("the workload is created");
     eprintln!(
         "{:>6.1}s faults over; {} valid and {} broken created",
@@ -209,7 +265,7 @@ async fn every_certificate_ends_issued_or_reported_while_every_component_is_kill
     );
     let exited = services.exited();
     assert!(exited.is_empty(), "{exited:?} exited ({replay})");
-    let panics = panics(&services);
+    let panics = panics(services);
     assert!(panics.is_empty(), "panics ({replay}): {panics:#?}");
     services.save_metrics().await;
     services.stop();

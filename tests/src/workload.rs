@@ -79,8 +79,18 @@ impl Workload {
 
     /// Creates valid ServiceCertificate `name` for `name.<namespace>.svc`.
     pub async fn add_valid(&mut self, name: &str) {
+        self.add_valid_with(name, |_| {}).await;
+    }
+
+    /// [`Workload::add_valid`] with the spec changed by `customize` first
+    /// (e.g. a short `duration`), which must keep it valid.
+    pub async fn add_valid_with(
+        &mut self,
+        name: &str,
+        customize: impl FnOnce(&mut ServiceCertificateSpec),
+    ) {
         let dns_name = format!("{name}.{}.svc", self.namespace);
-        self.create_certificate(name, &dns_name).await;
+        self.create_certificate(name, &dns_name, customize).await;
         self.valid.push(name.to_owned());
     }
 
@@ -94,23 +104,27 @@ impl Workload {
         })
         .await;
         let typo = format!("{name}.{}.svc.cluster.locl", self.namespace);
-        self.create_certificate(name, &typo).await;
+        self.create_certificate(name, &typo, |_| {}).await;
         self.broken.push(name.to_owned());
     }
 
-    async fn create_certificate(&self, name: &str, dns_name: &str) {
+    async fn create_certificate(
+        &self,
+        name: &str,
+        dns_name: &str,
+        customize: impl FnOnce(&mut ServiceCertificateSpec),
+    ) {
         let scerts: Api<ServiceCertificate> = Api::namespaced(self.client.clone(), &self.namespace);
-        let scert = ServiceCertificate::new(
-            name,
-            ServiceCertificateSpec {
-                secret_name: secret_name(name),
-                dns_names: vec![dns_name.to_owned()],
-                issuer_ref: Some(IssuerRef {
-                    name: self.issuer.clone(),
-                }),
-                ..ServiceCertificateSpec::default()
-            },
-        );
+        let mut spec = ServiceCertificateSpec {
+            secret_name: secret_name(name),
+            dns_names: vec![dns_name.to_owned()],
+            issuer_ref: Some(IssuerRef {
+                name: self.issuer.clone(),
+            }),
+            ..ServiceCertificateSpec::default()
+        };
+        customize(&mut spec);
+        let scert = ServiceCertificate::new(name, spec);
         retry(&format!("create ServiceCertificate {name}"), || {
             create_unless_exists(&scerts, &scert)
         })
@@ -231,7 +245,8 @@ fn issued(
     Ok(())
 }
 
-fn secret_name(name: &str) -> String {
+/// The Secret a workload certificate `name` is written to.
+pub fn secret_name(name: &str) -> String {
     format!("{name}-tls")
 }
 
