@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use certflow_api::KeyAlgorithm;
-use certflow_bench::{scale, scenarios, stats, storm};
+use certflow_bench::{fairness, scale, scenarios, stats, storm};
 use clap::Parser;
 
 /// Measure certflow: issuance throughput (burst), latency under an
-/// open-loop load, memory and API load at scale, and a renewal storm, each
-/// repeated and reported as medians.
+/// open-loop load, memory and API load at scale, a renewal storm, and
+/// fairness between namespaces, each repeated and reported as medians.
 #[derive(Debug, Parser)]
 #[command(name = "certflow-bench", version, about)]
 struct Args {
@@ -40,6 +40,9 @@ struct Args {
     /// Skip the renewal-storm scenario.
     #[arg(long)]
     no_storm: bool,
+    /// Skip the fairness scenario.
+    #[arg(long)]
+    no_fairness: bool,
     /// Also run scenario 5: certflow's ECDSA burst (--burst certificates)
     /// and cert-manager's CA issuer, interleaved, on a control plane of
     /// their own (needs scripts/install-cert-manager.sh).
@@ -75,6 +78,17 @@ struct Args {
     /// the renewal storm (`--kube-api-qps`, with an equal burst); 0: none.
     #[arg(long, default_value_t = 0)]
     storm_kube_api_qps: u32,
+    /// RSA-4096 certificates (duration 1m, rotationPolicy Always) the
+    /// flooding namespace creates in the fairness scenario.
+    #[arg(long, default_value_t = 1000)]
+    fairness_flood: usize,
+    /// The watcher's --namespace-in-flight values the fairness scenario
+    /// compares, each run on its own control plane; 0 is no cap.
+    #[arg(long, value_delimiter = ',', default_value = "16,0")]
+    fairness_in_flight: Vec<usize>,
+    /// Signer replicas in the fairness scenario.
+    #[arg(long, default_value_t = 1)]
+    fairness_signers: usize,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
@@ -87,6 +101,7 @@ struct Results {
     latencies: Vec<scenarios::Latency>,
     scales: Vec<scale::Scale>,
     storms: Vec<storm::Storm>,
+    fairness: Vec<fairness::Fairness>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cert_manager: Option<certflow_bench::cert_manager::Comparison>,
 }
@@ -106,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         latencies: Vec::new(),
         scales: Vec::new(),
         storms: Vec::new(),
+        fairness: Vec::new(),
         cert_manager: None,
     };
     if !(args.no_burst && args.no_latency) {
@@ -145,6 +161,22 @@ async fn main() -> anyhow::Result<()> {
             serde_json::to_string(&storm).unwrap_or_default()
         );
         results.storms.push(storm);
+    }
+    for run in (1..=args.runs).filter(|_| !args.no_fairness) {
+        // Interleaved, so outside load falls on both alike.
+        for &namespace_in_flight in &args.fairness_in_flight {
+            let setup = fairness::Setup {
+                flood: args.fairness_flood,
+                namespace_in_flight,
+                signers: args.fairness_signers,
+            };
+            let fairness = fairness::fairness(setup).await?;
+            eprintln!(
+                "fairness run {run}: {}",
+                serde_json::to_string(&fairness).unwrap_or_default()
+            );
+            results.fairness.push(fairness);
+        }
     }
     if args.cert_manager {
         let comparison = certflow_bench::cert_manager::compare(args.burst, args.runs).await?;
@@ -215,6 +247,9 @@ fn print_table(results: &Results) {
     }
     if !results.storms.is_empty() {
         print_storms(&results.storms);
+    }
+    if !results.fairness.is_empty() {
+        print_fairness(&results.fairness);
     }
     if let Some(comparison) = &results.cert_manager {
         comparison.print_table();
@@ -378,5 +413,48 @@ fn print_storms(storms: &[storm::Storm]) {
     match storms[0].client_qps_per_service {
         0 => println!("client rate limit per certflow service: none"),
         qps => println!("client rate limit per certflow service: {qps} requests/s, burst {qps}"),
+    }
+}
+
+fn print_fairness(runs: &[fairness::Fairness]) {
+    println!(
+        "\nFairness: {} RSA-4096 certificates (duration 1m) in one namespace, then one ECDSA \
+         certificate in another; {} signer(s); medians, seconds",
+        runs[0].flood, runs[0].signers,
+    );
+    println!(
+        "{:<22} {:>5} {:>12} {:>9} {:>10} {:>6} {:>9} {:>6}",
+        "--namespace-in-flight",
+        "runs",
+        "quiet alone",
+        "quiet",
+        "in flight",
+        "held",
+        "issued/s",
+        "load"
+    );
+    let mut caps: Vec<usize> = runs.iter().map(|r| r.namespace_in_flight).collect();
+    caps.sort_unstable();
+    caps.dedup();
+    for cap in caps {
+        let of_cap: Vec<&fairness::Fairness> = runs
+            .iter()
+            .filter(|r| r.namespace_in_flight == cap)
+            .collect();
+        let median = |value: fn(&fairness::Fairness) -> f64| median_of(&of_cap, |run| value(run));
+        let label = match cap {
+            0 => "0 (no cap)".to_owned(),
+            cap => cap.to_string(),
+        };
+        println!(
+            "{label:<22} {:>5} {:>12.2} {:>9.2} {:>10.0} {:>6.0} {:>9.2} {:>6.1}",
+            of_cap.len(),
+            median(|r| r.quiet_alone_seconds),
+            median(|r| r.quiet_seconds),
+            median(|r| r.flood_in_flight),
+            median(|r| r.flood_held),
+            median(|r| r.issued_per_second),
+            median(|r| r.load_average),
+        );
     }
 }
