@@ -55,6 +55,7 @@ pub use policy::{
     SubCaNames, check_policy, diagnose, open_policy_violations, policy_violations, sub_ca_names,
 };
 pub use reason::{Reason, UnknownReason};
+pub use text::is_invisible;
 pub use validate::{
     MAX_NAMES, MAX_VIOLATIONS, first_violation, no_names, too_many_names, validate_spec,
 };

@@ -19,23 +19,42 @@ pub(crate) const MAX_STORED_VALUE_BYTES: usize = 512;
 /// Shown instead of a value that looks like key material.
 pub(crate) const REDACTED: &str = "<redacted: looks like key material>";
 
-/// Characters that render as nothing (or as a plain space) but change the
-/// bytes: what copy-paste from chat tools and documents leaves behind.
-pub(crate) fn is_invisible(c: char) -> bool {
+/// Whether `c` must never appear raw in text a person reads (an Event, a
+/// status message): control characters, and characters that render as
+/// nothing, as a plain space, or reorder what follows (bidirectional
+/// controls), although they change the bytes. That is what copy-paste from
+/// chat tools and documents leaves behind, and what a crafted message uses to
+/// read differently from what it says.
+///
+/// The one table for all of certflow: the diagnostics escape these in every
+/// quoted value and refuse them in names (`ControlCharacters`), and the
+/// reporter escapes them in every Event note, including the text of `Report`
+/// calls, so no path lets through a character another escapes.
+pub fn is_invisible(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
+            // No-break space, soft hyphen, combining grapheme joiner, Arabic
+            // letter mark, Mongolian vowel separator.
             '\u{00A0}'
                 | '\u{00AD}'
                 | '\u{034F}'
                 | '\u{061C}'
                 | '\u{180E}'
+                // Zero-width space, joiners, left-to-right and right-to-left marks.
                 | '\u{200B}'..='\u{200F}'
+                // Line and paragraph separators, bidirectional embeddings and
+                // overrides, narrow no-break space.
                 | '\u{2028}'..='\u{202F}'
+                // Medium mathematical space, word joiner, invisible operators.
                 | '\u{205F}'..='\u{2064}'
+                // Bidirectional isolates and deprecated format characters.
                 | '\u{2066}'..='\u{206F}'
+                // Ideographic space.
                 | '\u{3000}'
+                // Byte-order mark (zero-width no-break space).
                 | '\u{FEFF}'
+                // Interlinear annotation characters.
                 | '\u{FFF9}'..='\u{FFFB}'
         )
 }
@@ -209,6 +228,15 @@ pub(crate) fn bounded(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_text_is_not_invisible() {
+        for c in [
+            'a', 'Z', '0', ' ', '-', '.', '*', 'é', 'а', '中', '…', '\u{2010}', '\u{2030}',
+        ] {
+            assert!(!is_invisible(c), "{c:?} U+{:04X}", u32::from(c));
+        }
+    }
 
     #[test]
     fn quoting_escapes_newlines_and_zero_width_spaces() {

@@ -54,7 +54,7 @@ impl Error {
     /// to JetStream); the rest are logged, counted and not retried.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Kube { source, .. } => kube_error_is_transient(source),
+            Self::Kube { source, .. } => certflow_runtime::kube_client::is_transient(source),
             Self::Bus(err) => err.is_transient(),
             Self::InvalidReport { .. }
             | Self::Unauthenticated { .. }
@@ -74,31 +74,6 @@ impl Error {
             Self::NotFound { .. } => "not_found",
         }
     }
-}
-
-/// Throttling, server errors, conflicts and connection failures pass. 401
-/// and 403 pass too (RBAC being fixed by an operator must not drop every
-/// queued outcome), except a namespace being deleted: its Events can never
-/// be written. Other 4xx mean the request itself is wrong.
-pub(crate) fn kube_error_is_transient(err: &kube::Error) -> bool {
-    match err {
-        kube::Error::Api(status) => {
-            if namespace_terminating(status) {
-                return false;
-            }
-            matches!(status.code, 401 | 403 | 409 | 429) || status.code >= 500
-        }
-        _ => true,
-    }
-}
-
-/// True for the API server's refusal to create objects in a namespace that
-/// is being deleted.
-fn namespace_terminating(status: &kube::core::Status) -> bool {
-    status
-        .details
-        .as_ref()
-        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
 }
 
 /// True when the API answered with `code` (e.g. 404, 409).
@@ -132,25 +107,17 @@ mod tests {
     }
 
     #[test]
-    fn throttling_and_server_errors_are_retried() {
-        for code in [401, 403, 409, 429, 500, 503] {
-            assert!(kube_error_is_transient(&api(code, None)), "{code}");
+    fn kubernetes_errors_follow_the_shared_transient_rule() {
+        for (code, cause) in [
+            (403, None),
+            (403, Some("NamespaceTerminating")),
+            (422, None),
+        ] {
+            let source = api(code, cause);
+            let expected = certflow_runtime::kube_client::is_transient(&source);
+            let error = Error::kube("writing an Event")(source);
+            assert_eq!(error.is_transient(), expected, "{code} {cause:?}");
         }
-    }
-
-    #[test]
-    fn invalid_requests_are_not_retried() {
-        for code in [400, 404, 422] {
-            assert!(!kube_error_is_transient(&api(code, None)), "{code}");
-        }
-    }
-
-    #[test]
-    fn a_namespace_being_deleted_is_not_retried() {
-        assert!(!kube_error_is_transient(&api(
-            403,
-            Some("NamespaceTerminating")
-        )));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! health for Kubernetes probes ([`health`]), Prometheus metrics
 //! ([`metrics`]), graceful shutdown on SIGTERM ([`Shutdown`]) and the NATS
 //! connection ([`connect_nats`]), and the Kubernetes API client with its
-//! optional rate limit ([`kube_client`]); [`Service`] runs them in order.
+//! optional rate limit and the one rule for which of its errors are
+//! transient ([`kube_client`]); [`Service`] runs them in order.
 //! This crate never reads or writes Kubernetes objects, never names a
 //! subject or stream (that is `certflow-bus`), and holds no business logic.
 #![forbid(unsafe_code)]

@@ -40,7 +40,7 @@ impl Error {
     /// as a reported failure (or a dead letter when it cannot be decoded).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Kube { source, .. } => kube_error_is_transient(source),
+            Self::Kube { source, .. } => certflow_runtime::kube_client::is_transient(source),
             Self::Bus(err) => err.is_transient(),
             Self::Join(_) => true,
             Self::Pki(_) | Self::Undecodable(_) | Self::InvalidObject { .. } => false,
@@ -72,19 +72,6 @@ fn brief(err: &kube::Error) -> String {
     }
 }
 
-/// Conflicts, throttling, server errors and connection failures pass; a
-/// 4xx that is not a conflict or throttle means the request itself is wrong,
-/// but 401/403 are treated as transient too: RBAC being fixed by an operator
-/// must not turn every queued item into a permanent failure.
-fn kube_error_is_transient(err: &kube::Error) -> bool {
-    match err {
-        kube::Error::Api(status) => {
-            matches!(status.code, 401 | 403 | 409 | 429) || status.code >= 500
-        }
-        _ => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +90,29 @@ mod tests {
             "kubernetes API, applying the Secret: secrets \"web-tls\" is forbidden: \
              Secrets need a team label (422 Invalid)"
         );
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn a_secret_refused_in_a_namespace_being_deleted_is_not_retried() {
+        let mut status = kube::core::Status::failure(
+            "unable to create new content in namespace shop because it is being terminated",
+            "Forbidden",
+        )
+        .with_code(403);
+        status.details = Some(kube::core::response::StatusDetails {
+            name: "web-tls".to_owned(),
+            group: String::new(),
+            kind: "secrets".to_owned(),
+            uid: String::new(),
+            causes: vec![kube::core::response::StatusCause {
+                reason: "NamespaceTerminating".to_owned(),
+                message: "namespace shop is being terminated".to_owned(),
+                field: "metadata.namespace".to_owned(),
+            }],
+            retry_after_seconds: 0,
+        });
+        let err = Error::kube("creating the Secret")(kube::Error::Api(status.boxed()));
         assert!(!err.is_transient());
     }
 }

@@ -146,30 +146,17 @@ fn redact_base64_runs(text: &str) -> String {
     out
 }
 
-/// Characters that render as nothing, or reorder what follows, although
-/// they change the bytes.
-fn is_invisible(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{00AD}'
-                | '\u{061C}'
-                | '\u{180E}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{2028}'..='\u{202E}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{206F}'
-                | '\u{FEFF}'
-                | '\u{FFF9}'..='\u{FFFB}'
-        )
-}
-
+/// Appends `c` to `out`, escaped when the diagnostics' one table of
+/// invisible characters ([`certflow_diagnostics::is_invisible`]) lists it,
+/// so a `Report` caller's text is held to the same rule as certflow's own.
 fn push_escaped(out: &mut String, c: char) {
     match c {
         '\n' => out.push_str("\\n"),
         '\r' => out.push_str("\\r"),
         '\t' => out.push_str("\\t"),
-        c if is_invisible(c) => out.push_str(&format!("\\u{{{:04X}}}", u32::from(c))),
+        c if certflow_diagnostics::is_invisible(c) => {
+            out.push_str(&format!("\\u{{{:04X}}}", u32::from(c)));
+        }
         c => out.push(c),
     }
 }
@@ -211,6 +198,50 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(sanitize(input), expected, "{input:?}");
+        }
+    }
+
+    /// Every character either escaping table listed before they became one
+    /// (`certflow_diagnostics::is_invisible`): this module's own, and the
+    /// diagnostics', which also had U+00A0, U+034F, U+202F, U+205F and
+    /// U+3000. Control characters are in both through `char::is_control`.
+    const ESCAPED_BY_EITHER_TABLE: &[(char, char)] = &[
+        ('\u{0000}', '\u{001F}'),
+        ('\u{007F}', '\u{009F}'),
+        ('\u{00A0}', '\u{00A0}'),
+        ('\u{00AD}', '\u{00AD}'),
+        ('\u{034F}', '\u{034F}'),
+        ('\u{061C}', '\u{061C}'),
+        ('\u{180E}', '\u{180E}'),
+        ('\u{200B}', '\u{200F}'),
+        ('\u{2028}', '\u{202F}'),
+        ('\u{205F}', '\u{2064}'),
+        ('\u{2066}', '\u{206F}'),
+        ('\u{3000}', '\u{3000}'),
+        ('\u{FEFF}', '\u{FEFF}'),
+        ('\u{FFF9}', '\u{FFFB}'),
+    ];
+
+    #[test]
+    fn every_character_either_table_escaped_is_escaped_in_notes_and_in_diagnostics() {
+        for &(first, last) in ESCAPED_BY_EITHER_TABLE {
+            for c in first..=last {
+                let escape = match c {
+                    '\n' => "\\n".to_owned(),
+                    '\r' => "\\r".to_owned(),
+                    '\t' => "\\t".to_owned(),
+                    c => format!("\\u{{{:04X}}}", u32::from(c)),
+                };
+                let text = format!("a{c}b");
+                let note = sanitize(&text);
+                assert_eq!(note, format!("a{escape}b"), "note, U+{:04X}", u32::from(c));
+                let sentence = certflow_diagnostics::issuance_failed(&text).sentence("web");
+                assert!(
+                    sentence.contains(&format!("\"a{escape}b\"")) && !sentence.contains(c),
+                    "diagnostics, U+{:04X}: {sentence}",
+                    u32::from(c)
+                );
+            }
         }
     }
 
