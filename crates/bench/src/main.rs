@@ -54,6 +54,10 @@ struct Args {
     /// Run only the burst configurations with this many signer replicas.
     #[arg(long)]
     burst_signers: Option<usize>,
+    /// The watcher's --namespace-in-flight in the burst scenario, whose one
+    /// namespace runs into that cap (default: the watcher's default).
+    #[arg(long)]
+    burst_namespace_in_flight: Option<usize>,
     /// ServiceCertificates issued in the scale scenario.
     #[arg(long, default_value_t = 10_000)]
     scale_certs: usize,
@@ -209,9 +213,20 @@ async fn run_bursts(
             .is_none_or(|wanted| wanted.eq_ignore_ascii_case(algorithm.as_str()));
         algorithm_wanted && args.burst_signers.is_none_or(|wanted| wanted == *signers)
     });
+    let cap = args
+        .burst_namespace_in_flight
+        .map(|cap| format!("--namespace-in-flight={cap}"));
+    let watcher_args: Vec<&str> = cap.iter().map(String::as_str).collect();
     for (algorithm, signers) in selected {
         for run in 1..=args.runs {
-            let burst = scenarios::burst(env, args.burst, algorithm, signers).await?;
+            let burst = scenarios::burst_with_watcher_args(
+                env,
+                args.burst,
+                algorithm,
+                signers,
+                &watcher_args,
+            )
+            .await?;
             eprintln!(
                 "burst {algorithm} x{signers} run {run}: {:.1} certificates/s",
                 burst.per_second
@@ -262,6 +277,11 @@ fn print_bursts(results: &Results) {
         results.bursts.first().map_or(0, |b| b.count),
         results.runs
     );
+    if let Some(burst) = results.bursts.first()
+        && !burst.watcher_args.is_empty()
+    {
+        println!("watcher: {}", burst.watcher_args.join(" "));
+    }
     println!(
         "{:<10} {:>8} {:>16} {:>10}",
         "algorithm", "signers", "certificates/s", "seconds"

@@ -144,6 +144,9 @@ pub struct Burst {
     pub count: usize,
     pub algorithm: String,
     pub signers: usize,
+    /// Flags the watcher ran with on top of the test services' own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub watcher_args: Vec<String>,
     pub seconds: f64,
     pub per_second: f64,
 }
@@ -154,9 +157,25 @@ pub async fn burst(
     algorithm: KeyAlgorithm,
     signers: usize,
 ) -> anyhow::Result<Burst> {
+    burst_with_watcher_args(env, count, algorithm, signers, &[]).await
+}
+
+/// [`burst`] with the watcher started with `watcher_args` as well (e.g.
+/// `--namespace-in-flight`, whose cap a one-namespace burst runs into).
+pub async fn burst_with_watcher_args(
+    env: &TestEnv,
+    count: usize,
+    algorithm: KeyAlgorithm,
+    signers: usize,
+    watcher_args: &[&str],
+) -> anyhow::Result<Burst> {
     let client = env.client().await?;
     let ns = env.create_namespace("bench-burst").await?;
     let mut services = Services::start(env, &ns, signers).await;
+    if !watcher_args.is_empty() {
+        services.kill_watcher();
+        services.start_watcher_with_args(watcher_args);
+    }
     let issuer = certflow_testenv::unique_name("bench-ca");
     create_generated_ca(&client, &issuer, None).await?;
     let ready = track_ready(client.clone(), &ns);
@@ -189,6 +208,7 @@ pub async fn burst(
         count,
         algorithm: algorithm.as_str().to_owned(),
         signers,
+        watcher_args: watcher_args.iter().map(|arg| (*arg).to_owned()).collect(),
         seconds,
         per_second: count as f64 / seconds,
     })
