@@ -212,18 +212,20 @@ impl Ledger {
     /// A reconcile of `uid` succeeded and its decision still asks for the
     /// work published last: ends an error streak, keeps the publication.
     pub fn waiting(&self, uid: &str) {
-        self.update(None, |book| {
-            if let Some(entry) = book.entries.get_mut(uid) {
-                entry.failures = 0;
-            }
-        });
+        if let Some(entry) = self.lock().entries.get_mut(uid) {
+            entry.failures = 0;
+        }
     }
 
     /// Forgets `uid`: its decision asks for no work (what was published is
     /// done), or it was deleted. Its slot, if it held one, goes to the next
     /// held object of its namespace.
     pub fn forget(&self, uid: &str) {
-        self.update(None, |book| forget(book, uid));
+        let mut book = self.lock();
+        if let Some(namespace) = forget(&mut book, uid) {
+            self.wake_held(&mut book, &namespace);
+        }
+        self.report(&book);
     }
 
     /// Forgets every object for which `exists` is false: after a re-list,
@@ -238,7 +240,7 @@ impl Ledger {
                 .cloned()
                 .collect();
             for uid in gone {
-                forget(book, &uid);
+                let _ = forget(book, &uid);
             }
         });
     }
@@ -282,6 +284,10 @@ impl Ledger {
                 }
             }
         }
+        self.report(&book);
+    }
+
+    fn report(&self, book: &Book) {
         self.metrics.pending(book.entries.len());
         self.metrics.held(book.waiting.len());
     }
@@ -318,18 +324,24 @@ fn release(book: &mut Book, namespace: &str) {
     }
 }
 
-fn forget(book: &mut Book, uid: &str) {
+/// Removes `uid` from the book; returns the namespace whose slots that
+/// changed, if any.
+fn forget(book: &mut Book, uid: &str) -> Option<String> {
+    let mut changed = None;
     if let Some(entry) = book.entries.remove(uid)
         && entry.slot
     {
         release(book, &entry.namespace);
+        changed = Some(entry.namespace);
     }
-    if let Some(namespace) = book.waiting.remove(uid)
-        && let Some(slots) = book.namespaces.get_mut(&namespace)
-    {
-        slots.woken.remove(uid);
-        slots.held.retain(|waiter| waiter.uid != uid);
+    if let Some(namespace) = book.waiting.remove(uid) {
+        if let Some(slots) = book.namespaces.get_mut(&namespace) {
+            slots.woken.remove(uid);
+            slots.held.retain(|waiter| waiter.uid != uid);
+        }
+        changed = Some(namespace);
     }
+    changed
 }
 
 #[cfg(test)]
