@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use certflow_e2e::eventually;
 use certflow_e2e::fixtures::inspect_secret;
 use certflow_e2e::services::Services;
 use certflow_e2e::workload::{Workload, secret_name};
@@ -167,11 +168,31 @@ const CREATED: usize = 100;
 /// after it was issued.
 const RENEWING: usize = 20;
 const RENEWING_DURATION: Duration = Duration::from_secs(3_600);
+/// How long the watcher's watches may wait before reconnecting after a
+/// long outage (5 s at most, plus up to as much again at random); until
+/// then it does not see work done, so it cannot give a freed slot of
+/// `--namespace-in-flight` to held work.
+const WATCH_BACKOFF: Duration = Duration::from_secs(10);
 /// The self-healing bound of docs/reliability.md: the next publication of
-/// lost work comes at most 8 × `--republish-after` after the fault is over.
-/// The margin covers the watches reconnecting, the signers issuing 120
-/// certificates and this test's polling on 2 busy cores.
-const BOUND: Duration = Duration::from_secs(8 * REPUBLISH_AFTER.as_secs() + 60);
+/// lost work comes at most 8 × `--republish-after` after the fault is over,
+/// and the watches reconnect within their backoff. The margin covers the
+/// signers issuing 120 certificates, 16 at a time, and this test's polling
+/// on 2 busy cores.
+const BOUND: Duration =
+    Duration::from_secs(8 * REPUBLISH_AFTER.as_secs() + WATCH_BACKOFF.as_secs() + 60);
+
+/// Sends `signal` (`STOP`, `CONT`) to every signer.
+fn signal_signers(services: &Services, signal: &str) {
+    for signer in &services.signers {
+        let pid = signer.process.pid().expect("the signer runs");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+}
 
 /// Those of `names` whose Secret in `namespace` holds a certificate
 /// issued before `since` (or none), judged by its notAfter: issued at
@@ -222,12 +243,31 @@ async fn with_the_api_server_down_for_three_minutes_every_new_and_due_certificat
     promises_hold(&workload, &services).await;
     let renewing = workload.valid().to_vec();
 
+    // The new certificates must still be waiting when the API server
+    // goes: the signers are stopped (SIGSTOP) until it has, so the watcher
+    // publishes the first of them (`--namespace-in-flight`) and holds the
+    // rest, and the signers wake to work they cannot finish.
+    signal_signers(&services, "STOP");
     for n in 0..CREATED {
         workload.add_valid(&format!("new-{n}")).await;
     }
+    let watcher = services.watcher.as_ref().expect("the watcher runs");
+    eventually(
+        &format!("the watcher to see all {CREATED} new certificates"),
+        WAIT,
+        || async {
+            let seen = watcher
+                .metric_sum("certflow_watcher_decisions_pending")
+                .await
+                + watcher.metric_sum("certflow_watcher_decisions_held").await;
+            (seen >= CREATED as f64).then_some(())
+        },
+    )
+    .await;
     env.kill_apiserver();
     let since = Instant::now();
     let outage_began = SystemTime::now();
+    signal_signers(&services, "CONT");
     ride_out(&mut services, since, LONG_OUTAGE).await;
     env.restart_apiserver()
         .await

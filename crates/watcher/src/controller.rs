@@ -16,6 +16,8 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt};
 use rand::Rng as _;
@@ -40,6 +42,28 @@ const TRIGGER_BUFFER: usize = 1024;
 /// work stream missing; reconciles running at the same moment share one
 /// attempt.
 const RESTORE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How the watches reconnect after an error: from 0.8 s, doubling up to
+/// [`WATCH_BACKOFF_MAX`], with up to as much again at random, reset after
+/// two minutes without error.
+fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(800))
+        .with_max_delay(WATCH_BACKOFF_MAX)
+        .with_factor(2.0)
+        .without_max_times()
+        .with_jitter();
+    ResetTimerBackoff::new(exponential.into(), Duration::from_secs(120))
+}
+
+/// The longest wait before a watch reconnects, before jitter. kube's
+/// default (client-go's) is 30 s, so after an API-server outage of a
+/// minute or more the caches lag by up to a minute: an issued certificate
+/// whose Secret the cache has not seen yet looks unissued, its
+/// namespace's `--namespace-in-flight` slots stay taken, and its held work
+/// waits. The watcher is one replica with five watches, so reconnecting
+/// sooner costs the API server little.
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// When a held decision is looked at again if no slot freed for it before.
 /// A held object is woken when its turn comes; this only bounds the wait
@@ -126,7 +150,7 @@ pub async fn run(
     let managed = watcher::Config::default().labels(labels::MANAGED_SELECTOR);
     let (secrets, secret_writer) = reflector::store();
     let secret_cache = watcher(scoped::<Secret>(client.clone(), namespace), managed.clone())
-        .default_backoff()
+        .backoff(watch_backoff())
         .modify(forget_managed_fields)
         .reflect(secret_writer)
         .for_each(|_| async {});
@@ -135,7 +159,7 @@ pub async fn run(
         Api::<CertificateAuthority>::all(client.clone()),
         watcher::Config::default(),
     )
-    .default_backoff()
+    .backoff(watch_backoff())
     .reflect(ca_writer)
     .for_each(|_| async {});
     tokio::spawn(secret_cache);
@@ -171,7 +195,7 @@ pub async fn run(
         scoped::<ServiceCertificate>(client.clone(), namespace),
         watcher::Config::default(),
     )
-    .default_backoff()
+    .backoff(watch_backoff())
     .modify(forget_managed_fields)
     .reflect_shared(scert_writer)
     .for_each({
@@ -184,7 +208,8 @@ pub async fn run(
     tokio::spawn(scert_cache);
     let controller = Controller::for_shared_stream(triggers, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
-        .reconcile_on(woken);
+        .reconcile_on(woken)
+        .trigger_backoff(watch_backoff());
     let context = Arc::new(Context {
         publisher: Publisher::new(js.clone(), topology),
         js,
