@@ -17,9 +17,8 @@ use certflow_api::{KeyAlgorithm, PrivateKeySpec, ServiceCertificate, ServiceCert
 use certflow_bus::Topology;
 use certflow_e2e::eventually;
 use certflow_e2e::fixtures::create_generated_ca;
-use certflow_e2e::services::{Service, Services, binary};
+use certflow_e2e::services::Services;
 use certflow_testenv::TestEnv;
-use certflow_testenv::process::{ManagedProcess, free_ports};
 use futures::TryStreamExt as _;
 use kube::Api;
 use kube::api::PostParams;
@@ -30,36 +29,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 const HELD: &str = "certflow_watcher_decisions_held";
 const PENDING: &str = "certflow_watcher_decisions_pending";
-
-/// A watcher of every namespace with `--namespace-in-flight=IN_FLIGHT`, on
-/// the services' bus.
-fn watch_every_namespace(env: &TestEnv, services: &Services) -> Service {
-    let [metrics_port, health_port] = free_ports().expect("ports");
-    let args = vec![
-        format!("--nats-url={}", env.nats_url()),
-        format!("--bus-prefix={}", services.bus_prefix),
-        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-        format!("--health-addr=127.0.0.1:{health_port}"),
-        format!("--namespace-in-flight={IN_FLIGHT}"),
-    ];
-    let envs = vec![
-        (
-            "KUBECONFIG".to_owned(),
-            env.kubeconfig().display().to_string(),
-        ),
-        ("RUST_LOG".to_owned(), "info".to_owned()),
-    ];
-    let log = env.dir().join("watcher-every-namespace.log");
-    let process =
-        ManagedProcess::start_with_env("watcher", &binary("certflow-watcher"), args, envs, log)
-            .expect("start the watcher");
-    Service {
-        process,
-        metrics_port,
-        health_port,
-        grpc_port: None,
-    }
-}
 
 fn scert(name: &str, namespace: &str, issuer: &str) -> ServiceCertificate {
     ServiceCertificate::new(
@@ -119,7 +88,7 @@ async fn a_namespace_over_its_in_flight_cap_waits_in_the_watcher_and_every_certi
     let quiet = env.create_namespace("quiet").await.expect("namespace");
     let mut services = Services::launch(&env, &busy, 0, &[], &[]).await;
     services.kill_watcher();
-    services.watcher = Some(watch_every_namespace(&env, &services));
+    services.start_watcher_of_every_namespace(&[&format!("--namespace-in-flight={IN_FLIGHT}")]);
     let issuer = certflow_testenv::unique_name("fair-ca");
     create_generated_ca(&client, &issuer, None)
         .await

@@ -241,11 +241,23 @@ impl Services {
     /// Starts (or restarts) the watcher with `extra` flags on top of the
     /// defaults.
     pub fn start_watcher_with_args(&mut self, extra: &[&str]) {
-        let mut args = vec![
-            format!("--watch-namespace={}", self.namespace),
-            "--failure-retry=30s".to_owned(),
-            "--renewal-jitter=1s".to_owned(),
-        ];
+        let scope = format!("--watch-namespace={}", self.namespace);
+        self.spawn_watcher(Some(scope), extra);
+    }
+
+    /// Starts (or restarts) the watcher watching every namespace, as
+    /// deployed, instead of only the test's, with `extra` flags on top of
+    /// the defaults. For tests and benchmarks that use several namespaces;
+    /// the control plane should be the test's own, since this watcher sees
+    /// every other test's objects too.
+    pub fn start_watcher_of_every_namespace(&mut self, extra: &[&str]) {
+        self.spawn_watcher(None, extra);
+    }
+
+    fn spawn_watcher(&mut self, scope: Option<String>, extra: &[&str]) {
+        let mut args: Vec<String> = scope.into_iter().collect();
+        args.push("--failure-retry=30s".to_owned());
+        args.push("--renewal-jitter=1s".to_owned());
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         self.watcher = Some(self.spawn("watcher", "certflow-watcher", &args));
     }

@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use certflow_api::{KeyAlgorithm, PrivateKeySpec, RotationPolicy, ServiceCertificate};
 use certflow_e2e::fixtures::create_generated_ca;
-use certflow_e2e::services::{Service, Services, binary};
+use certflow_e2e::services::Services;
 use certflow_testenv::TestEnv;
-use certflow_testenv::process::{ManagedProcess, free_ports};
 use futures::{StreamExt as _, TryStreamExt as _};
 use kube::api::{Api, PostParams};
 
@@ -98,11 +97,10 @@ async fn run(env: &TestEnv, setup: Setup) -> anyhow::Result<Fairness> {
     let quiet_ns = env.create_namespace("bench-quiet").await?;
     let mut services = Services::launch(env, &flood_ns, setup.signers, &[], &[]).await;
     services.kill_watcher();
-    services.watcher = Some(watch_every_namespace(
-        env,
-        &services,
-        setup.namespace_in_flight,
-    )?);
+    services.start_watcher_of_every_namespace(&[&format!(
+        "--namespace-in-flight={}",
+        setup.namespace_in_flight
+    )]);
     let issuer = certflow_testenv::unique_name("bench-ca");
     create_generated_ca(&client, &issuer, None).await?;
 
@@ -155,41 +153,6 @@ async fn run(env: &TestEnv, setup: Setup) -> anyhow::Result<Fairness> {
         issued_per_second: issued / issuing_seconds,
         flood_ready: flood_ready_count,
         load_average,
-    })
-}
-
-/// A watcher of every namespace (the test services' own watches only
-/// theirs), on the services' bus, with `--namespace-in-flight`.
-fn watch_every_namespace(
-    env: &TestEnv,
-    services: &Services,
-    namespace_in_flight: usize,
-) -> anyhow::Result<Service> {
-    let [metrics_port, health_port] = free_ports()?;
-    let args = vec![
-        format!("--nats-url={}", env.nats_url()),
-        format!("--bus-prefix={}", services.bus_prefix),
-        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-        format!("--health-addr=127.0.0.1:{health_port}"),
-        format!("--namespace-in-flight={namespace_in_flight}"),
-        "--renewal-jitter=1s".to_owned(),
-        "--failure-retry=30s".to_owned(),
-    ];
-    let envs = vec![
-        (
-            "KUBECONFIG".to_owned(),
-            env.kubeconfig().display().to_string(),
-        ),
-        ("RUST_LOG".to_owned(), "info".to_owned()),
-    ];
-    let log = env.dir().join("watcher-every-namespace.log");
-    let process =
-        ManagedProcess::start_with_env("watcher", &binary("certflow-watcher"), args, envs, log)?;
-    Ok(Service {
-        process,
-        metrics_port,
-        health_port,
-        grpc_port: None,
     })
 }
 
