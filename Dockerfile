@@ -37,9 +37,10 @@ COPY --from=builder /out/ /usr/local/bin/
 # distroless's `nonroot` user; the Deployments also set runAsUser 65532,
 # runAsNonRoot and a read-only root filesystem.
 USER 65532:65532
-# 8081: grpc.health.v1 (probes); 9090: Prometheus /metrics; 50051: the
-# reporter's gRPC Report API.
-EXPOSE 8081 9090 50051
+# 8081: grpc.health.v1 (probes); 9090: Prometheus /metrics; 8082: the
+# reporter's gRPC Report API (deploy/ sets --grpc-addr=0.0.0.0:8082; its
+# default is loopback only).
+EXPOSE 8081 9090 8082
 # No default: choose the service, e.g. `docker run certflow:0.1.0 certflow-signer --help`.
 ENTRYPOINT []
 CMD ["certflow-watcher", "--help"]
