@@ -16,14 +16,12 @@ use certflow_api::{KeyAlgorithm, PrivateKeySpec, RotationPolicy, ServiceCertific
 use certflow_e2e::fixtures::create_generated_ca;
 use certflow_e2e::services::Services;
 use certflow_testenv::TestEnv;
-use futures::{StreamExt as _, TryStreamExt as _};
 use kube::api::{Api, PostParams};
 
 use crate::poll::{self, Look};
 use crate::process::ensure_running;
+use crate::scale::create_concurrently;
 use crate::scenarios::{spec, track_ready};
-
-const CREATE_PARALLELISM: usize = 32;
 
 /// The flood's certificates: RSA-4096, the slowest key certflow makes.
 const FLOOD_KEY_BITS: u32 = 4096;
@@ -163,34 +161,30 @@ async fn create_flood(
     count: usize,
 ) -> anyhow::Result<()> {
     let api: Api<ServiceCertificate> = Api::namespaced(client.clone(), namespace);
-    futures::stream::iter(0..count)
-        .map(|i| {
-            let api = api.clone();
-            let name = format!("flood-{i}");
-            let mut spec = spec(
-                &name,
-                issuer,
-                KeyAlgorithm::Rsa,
-                format!("{name}.{namespace}.svc"),
-            );
-            spec.private_key = Some(PrivateKeySpec {
-                algorithm: Some(KeyAlgorithm::Rsa),
-                size: Some(FLOOD_KEY_BITS),
-                rotation_policy: Some(RotationPolicy::Always),
-            });
-            spec.duration = Some(FLOOD_DURATION.to_owned());
-            async move {
-                api.create(
-                    &PostParams::default(),
-                    &ServiceCertificate::new(&name, spec),
-                )
-                .await
-            }
-        })
-        .buffer_unordered(CREATE_PARALLELISM)
-        .try_for_each(|_| async { Ok(()) })
-        .await?;
-    Ok(())
+    create_concurrently(count, |i| {
+        let api = api.clone();
+        let name = format!("flood-{i}");
+        let mut spec = spec(
+            &name,
+            issuer,
+            KeyAlgorithm::Rsa,
+            format!("{name}.{namespace}.svc"),
+        );
+        spec.private_key = Some(PrivateKeySpec {
+            algorithm: Some(KeyAlgorithm::Rsa),
+            size: Some(FLOOD_KEY_BITS),
+            rotation_policy: Some(RotationPolicy::Always),
+        });
+        spec.duration = Some(FLOOD_DURATION.to_owned());
+        async move {
+            api.create(
+                &PostParams::default(),
+                &ServiceCertificate::new(&name, spec),
+            )
+            .await
+        }
+    })
+    .await
 }
 
 /// Waits until the watcher has looked at every flood certificate: each has

@@ -304,7 +304,7 @@ where
 }
 
 /// Runs `create(i)` for every `i` below `count`, [`CREATE_PARALLELISM`] at once.
-async fn create_concurrently<T, F, Fut>(count: usize, create: F) -> anyhow::Result<()>
+pub(crate) async fn create_concurrently<T, F, Fut>(count: usize, create: F) -> anyhow::Result<()>
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
