@@ -1,5 +1,14 @@
 //! "Did you mean": edit distance over short strings, look-alike folding and
-//! punycode, each bounded so a hostile spec cannot make the signer slow.
+//! IDNA A-labels, each bounded so a hostile spec cannot make the signer slow.
+//!
+//! The crates that fit do the general work: `strsim` computes the full edit
+//! distance and `idna` the A-label of an internationalized name. Two parts
+//! stay here because no maintained crate has them: the banded distance
+//! ([`edit_distance_within`]), which keeps comparing a hostile 256-character
+//! name against a thousand candidates linear instead of quadratic, and the
+//! look-alike table, which names the ASCII letter a homoglyph imitates
+//! (Unicode's confusables data maps to skeletons, not to the letter an app
+//! owner meant to type).
 
 /// Strings longer than this (in characters) are never compared: edit distance
 /// is quadratic, and a name this long is reported as too long before anyone
@@ -9,36 +18,16 @@ pub const MAX_COMPARED_CHARS: usize = 256;
 /// ignored (a cluster with 1,000 CertificateAuthorities has other problems).
 pub const MAX_CANDIDATES: usize = 1000;
 
-/// Optimal-string-alignment Damerau-Levenshtein distance: insertions,
-/// deletions, substitutions and swaps of two adjacent characters each cost
-/// one. `None` when either string is longer than [`MAX_COMPARED_CHARS`].
+/// Optimal-string-alignment Damerau-Levenshtein distance (`strsim`'s):
+/// insertions, deletions, substitutions and swaps of two adjacent
+/// characters each cost one. `None` when either string is longer than
+/// [`MAX_COMPARED_CHARS`].
 pub fn edit_distance(a: &str, b: &str) -> Option<usize> {
-    let a: Vec<char> = a.chars().take(MAX_COMPARED_CHARS + 1).collect();
-    let b: Vec<char> = b.chars().take(MAX_COMPARED_CHARS + 1).collect();
-    if a.len() > MAX_COMPARED_CHARS || b.len() > MAX_COMPARED_CHARS {
+    let too_long = |s: &str| s.chars().nth(MAX_COMPARED_CHARS).is_some();
+    if too_long(a) || too_long(b) {
         return None;
     }
-    // Three rows suffice: the swap looks two rows back.
-    let width = b.len() + 1;
-    let mut before: Vec<usize> = vec![0; width];
-    let mut previous: Vec<usize> = (0..width).collect();
-    let mut current: Vec<usize> = vec![0; width];
-    for i in 1..=a.len() {
-        current[0] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (previous[j] + 1)
-                .min(current[j - 1] + 1)
-                .min(previous[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(before[j - 2] + 1);
-            }
-            current[j] = best;
-        }
-        std::mem::swap(&mut before, &mut previous);
-        std::mem::swap(&mut previous, &mut current);
-    }
-    Some(previous[b.len()])
+    Some(strsim::osa_distance(a, b))
 }
 
 /// The most edits that still count as a typo of a string of `len` characters:
@@ -168,99 +157,18 @@ pub(crate) fn fold_look_alikes(value: &str) -> Option<String> {
         .collect()
 }
 
-/// The IDNA A-label form of a lower-case hostname: each non-ASCII label
-/// punycode-encoded behind `xn--` (RFC 3492). `None` if a label contains
-/// combining marks or symbols, where Unicode normalisation would be needed to
-/// get the right answer and a wrong suggestion is worse than none.
+/// Hostnames longer than this (in bytes) get no A-label suggestion: the
+/// longest valid one has 253 characters, each at most 4 bytes.
+const MAX_HOSTNAME_BYTES: usize = 4 * 253;
+
+/// The IDNA A-label form of a hostname (`idna`'s UTS #46 processing: case
+/// folding and normalisation, then punycode behind `xn--`, with the STD3
+/// and DNS length rules), or `None` if it has none.
 pub(crate) fn to_ascii_hostname(hostname: &str) -> Option<String> {
-    let mut labels = Vec::new();
-    for label in hostname.split('.') {
-        if label.is_ascii() {
-            labels.push(label.to_owned());
-            continue;
-        }
-        if label
-            .chars()
-            .any(|c| !c.is_alphanumeric() && c != '-' || ('\u{0300}'..='\u{036F}').contains(&c))
-        {
-            return None;
-        }
-        labels.push(format!("xn--{}", punycode(label)?));
+    if hostname.len() > MAX_HOSTNAME_BYTES {
+        return None;
     }
-    Some(labels.join("."))
-}
-
-/// RFC 3492 punycode encoding of one label.
-fn punycode(label: &str) -> Option<String> {
-    const BASE: u32 = 36;
-    const T_MIN: u32 = 1;
-    const T_MAX: u32 = 26;
-    const SKEW: u32 = 38;
-    const DAMP: u32 = 700;
-
-    fn adapt(mut delta: u32, points: u32, first: bool) -> u32 {
-        delta /= if first { DAMP } else { 2 };
-        delta += delta / points;
-        let mut k = 0;
-        while delta > ((BASE - T_MIN) * T_MAX) / 2 {
-            delta /= BASE - T_MIN;
-            k += BASE;
-        }
-        k + (BASE - T_MIN + 1) * delta / (delta + SKEW)
-    }
-
-    fn digit(d: u32) -> Option<char> {
-        match d {
-            0..=25 => char::from_u32(u32::from(b'a') + d),
-            26..=35 => char::from_u32(u32::from(b'0') + d - 26),
-            _ => None,
-        }
-    }
-
-    let input: Vec<u32> = label.chars().map(u32::from).collect();
-    let mut output: String = label.chars().filter(char::is_ascii).collect();
-    let basic = u32::try_from(output.len()).ok()?;
-    if basic > 0 {
-        output.push('-');
-    }
-    let total = u32::try_from(input.len()).ok()?;
-    let (mut n, mut delta, mut bias, mut handled) = (128u32, 0u32, 72u32, basic);
-    while handled < total {
-        let m = input.iter().copied().filter(|&c| c >= n).min()?;
-        delta = delta.checked_add((m - n).checked_mul(handled + 1)?)?;
-        n = m;
-        for &c in &input {
-            if c < n {
-                delta = delta.checked_add(1)?;
-            }
-            if c == n {
-                let mut q = delta;
-                let mut k = BASE;
-                loop {
-                    let t = if k <= bias {
-                        T_MIN
-                    } else if k >= bias + T_MAX {
-                        T_MAX
-                    } else {
-                        k - bias
-                    };
-                    if q < t {
-                        break;
-                    }
-                    output.push(digit(t + (q - t) % (BASE - t))?);
-                    q = (q - t) / (BASE - t);
-                    k += BASE;
-                }
-                output.push(digit(q)?);
-                bias = adapt(delta, handled + 1, handled == basic);
-                delta = 0;
-                handled += 1;
-            }
-        }
-        delta = delta.checked_add(1)?;
-        n = n.checked_add(1)?;
-    }
-    Some(output)
+    idna::domain_to_ascii_strict(hostname).ok()
 }
 
 #[cfg(test)]
@@ -334,6 +242,21 @@ mod tests {
             to_ascii_hostname("例え.jp").as_deref(),
             Some("xn--r8jz45g.jp")
         );
+    }
+
+    #[test]
+    fn a_labels_normalise_case_and_combining_marks() {
+        // "e" followed by U+0301 COMBINING ACUTE ACCENT is "é" once normalised.
+        assert_eq!(
+            to_ascii_hostname("cafe\u{301}.example").as_deref(),
+            Some("xn--caf-dma.example")
+        );
+        assert_eq!(
+            to_ascii_hostname("CAFÉ.example").as_deref(),
+            Some("xn--caf-dma.example")
+        );
+        assert_eq!(to_ascii_hostname("☃ snow.example"), None);
+        assert_eq!(to_ascii_hostname(&"ü".repeat(1000)), None);
     }
 
     #[test]
