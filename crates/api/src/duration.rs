@@ -10,6 +10,16 @@
 //!
 //! Go also reads `µs` for microseconds; certflow does not, because not every
 //! CEL implementation does and no certificate lifetime needs it.
+//!
+//! kube-core has a Go-duration type (`kube::core::Duration`), and certflow
+//! does not use it for app owners' input: it panics on a value too large for
+//! `std::time::Duration` (`"99999999999999999999h"`, through
+//! `Duration::mul_f64`), so a hostile spec would crash the signer; it reads
+//! through `f64`, so it rounds; it accepts what the CRD schema refuses
+//! (`-1h`, `--1h`, `1µs`, a bare `0`); and its errors name neither the unit
+//! nor the fix (`90d` gets "invalid unit", where certflow says "write
+//! 2160h"). The parser here is exact integer arithmetic with an overflow
+//! check, and its tests hold it to Go's results.
 
 use std::time::Duration;
 
