@@ -19,7 +19,7 @@
 //! (`-1h`, `--1h`, `1µs`, a bare `0`); and its errors name neither the unit
 //! nor the fix (`90d` gets "invalid unit", where certflow says "write
 //! 2160h"). The parser here is exact integer arithmetic with an overflow
-//! check, and its tests hold it to Go's results.
+//! check, held by `tests/durations.rs` to an exact model of the grammar.
 
 use std::time::Duration;
 
