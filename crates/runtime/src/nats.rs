@@ -1,5 +1,16 @@
 //! Connecting to NATS at start-up, with retries, and reporting the
 //! connection's reachability to the health handle afterwards.
+//!
+//! async-nats can retry the first connection itself
+//! (`ConnectOptions::retry_on_initial_connect`), and certflow does not use
+//! it: the client it returns at once retries forever in the background, so
+//! a service would run its start-up (stream and consumer checks) against a
+//! connection that is not there, each call failing on its own timeout, and a
+//! wrong URL or password would never end. The loop below is what the option
+//! leaves out: a deadline (`--nats-connect-timeout`), and at the deadline
+//! one exit message with the last connection error, the first thing an
+//! operator reads in `kubectl logs`. After the first connection, reconnects
+//! are async-nats' own.
 
 use std::time::Duration;
 
