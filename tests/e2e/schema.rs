@@ -284,6 +284,81 @@ async fn a_correct_certificate_authority_applies() {
 }
 
 #[tokio::test]
+async fn a_certificate_authority_keeps_one_condition_per_type_and_o_wide_shows_its_fingerprint() {
+    let env = certflow_testenv::shared();
+    let name = certflow_testenv::unique_name("ca");
+    apply_cleanly(
+        env.kubectl().args(["apply", "-f", "-"]),
+        &certificate_authority(&name, "{secretName: internal-ca, generate: true}"),
+    );
+    let ready = |status: &str| {
+        format!(r#"{{"type":"Ready","status":"{status}","reason":"Loaded","message":""}}"#)
+    };
+    let patch_status = |status: String| {
+        run(
+            env.kubectl().args([
+                "patch",
+                "cfca",
+                &name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &format!(r#"{{"status":{status}}}"#),
+            ]),
+            "",
+        )
+    };
+
+    let twice = patch_status(format!(
+        r#"{{"conditions":[{},{}]}}"#,
+        ready("True"),
+        ready("False")
+    ));
+    let stderr = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        !twice.status.success() && stderr.contains("Duplicate value"),
+        "two Ready conditions were not refused: {stderr}"
+    );
+
+    let fingerprint = "9f".repeat(32);
+    let once = patch_status(format!(
+        r#"{{"fingerprint":"{fingerprint}","serialNumber":"1a2b","conditions":[{}]}}"#,
+        ready("True")
+    ));
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    let table = run_ok(env.kubectl().args(["get", "cfca", &name, "-o", "wide"]), "");
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "DEFAULT",
+            "READY",
+            "SECRET",
+            "EXPIRES",
+            "FINGERPRINT",
+            "SERIAL",
+            "AGE"
+        ],
+        "kubectl get -o wide printed:\n{table}"
+    );
+    let row = lines.next().unwrap_or_default();
+    assert!(
+        row.contains(&fingerprint) && row.contains("1a2b") && row.contains("True"),
+        "kubectl get -o wide printed:\n{table}"
+    );
+}
+
+#[tokio::test]
 async fn the_committed_crds_apply_server_side() {
     let env = certflow_testenv::shared();
     assert!(Path::new(CRD_DIR).is_dir(), "{CRD_DIR} is missing");

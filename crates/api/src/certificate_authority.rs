@@ -75,6 +75,18 @@ pub const DEFAULT_ALLOWED_USAGES: [KeyUsage; 4] = [
     printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretName"),
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.notAfter"),
     printcolumn(
+        name = "Fingerprint",
+        type_ = "string",
+        json_path = ".status.fingerprint",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Serial",
+        type_ = "string",
+        json_path = ".status.serialNumber",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -273,6 +285,7 @@ pub struct CertificateAuthorityStatus {
     /// True within 30 days of the CA certificate's expiry.
     /// PolicyUnrestricted is True when spec.policy is not set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = crate::schema::conditions_by_type)]
     pub conditions: Vec<Condition>,
     /// Serial number of the CA certificate, in hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]

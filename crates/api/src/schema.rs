@@ -40,6 +40,18 @@ pub(crate) fn absent_not_null(schema: &mut Schema) {
     }
 }
 
+/// Marks a `conditions` list as a map keyed by `type`, as Kubernetes'
+/// conventions ask: server-side apply then merges each condition type on its
+/// own, so two field managers can each own theirs, and the API server
+/// refuses two conditions of one type.
+pub(crate) fn conditions_by_type(schema: &mut Schema) {
+    schema.insert("x-kubernetes-list-type".to_owned(), "map".into());
+    schema.insert(
+        "x-kubernetes-list-map-keys".to_owned(),
+        serde_json::json!(["type"]),
+    );
+}
+
 fn is_null(schema: &Value) -> bool {
     let only_null =
         |values: &Value| matches!(values.as_array().map(Vec::as_slice), Some([Value::Null]));

@@ -200,6 +200,7 @@ pub struct ServiceCertificateStatus {
     /// Ready is True when the Secret holds a valid certificate for the current
     /// spec; when False, its reason and message say what to fix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = crate::schema::conditions_by_type)]
     pub conditions: Vec<Condition>,
     /// The metadata.generation of the spec certflow last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
