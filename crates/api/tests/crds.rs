@@ -153,7 +153,18 @@ fn certificate_authority_names_and_columns_are_as_documented() {
         .flatten()
         .map(|column| column.name.as_str())
         .collect();
-    assert_eq!(columns, ["Default", "Ready", "Secret", "Expires", "Age"]);
+    assert_eq!(
+        columns,
+        [
+            "Default",
+            "Ready",
+            "Secret",
+            "Expires",
+            "Fingerprint",
+            "Serial",
+            "Age"
+        ]
+    );
 }
 
 #[test]
