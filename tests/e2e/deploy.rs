@@ -91,14 +91,17 @@ fn list(objects: &[&Value]) -> String {
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
 }
 
-/// The kinds that carry identity and permissions.
-const RBAC_KINDS: [&str; 6] = [
+/// The kinds that carry identity and permissions, the admission policy that
+/// narrows what RBAC grants included.
+const RBAC_KINDS: [&str; 8] = [
     "Namespace",
     "ServiceAccount",
     "ClusterRole",
     "ClusterRoleBinding",
     "Role",
     "RoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 ];
 
 /// Applies, for real and once per test binary, the Namespace, ServiceAccounts
@@ -724,6 +727,149 @@ async fn each_service_account_may_do_exactly_what_its_service_needs() {
         })
         .collect();
     assert!(wrong.is_empty(), "RBAC differs from the design: {wrong:#?}");
+}
+
+/// A Secret manifest in `namespace`, labelled managed and annotated as an
+/// issued certificate's when asked.
+fn secret_manifest(namespace: &str, name: &str, managed: bool, issued: bool) -> String {
+    let mut metadata = serde_json::json!({"name": name, "namespace": namespace});
+    if managed {
+        metadata["labels"] = serde_json::json!({"certflow.io/managed": "true"});
+    }
+    if issued {
+        metadata["annotations"] = serde_json::json!({"certflow.io/service-certificate": "web"});
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "stringData": {"note": "not a key"},
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn the_admission_policy_confines_the_signer_to_the_secrets_it_issued() {
+    let env = certflow_testenv::shared();
+    install_base_rbac(env);
+    let app = env
+        .create_namespace("deploy-secret-policy")
+        .await
+        .expect("namespace");
+    let app = app.as_str();
+    let ca_key_pair = unique_name("ca-key-pair");
+    for manifest in [
+        secret_manifest(app, "foreign", false, false),
+        secret_manifest(app, "issued", true, true),
+        secret_manifest(NAMESPACE, &ca_key_pair, true, false),
+    ] {
+        run_ok(env.kubectl().args(["create", "-f", "-"]), &manifest);
+    }
+    let signer = format!("--as=system:serviceaccount:{NAMESPACE}:certflow-signer");
+    let as_signer = |args: &[&str], stdin: &str| {
+        let output = run(env.kubectl().args(args).arg(&signer), stdin);
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let change = r#"{"stringData":{"note":"changed"}}"#;
+    let patch = |namespace: &str, name: &str, body: &str| {
+        as_signer(
+            &[
+                "patch",
+                "secret",
+                name,
+                "-n",
+                namespace,
+                "--type=merge",
+                "-p",
+                body,
+            ],
+            "",
+        )
+    };
+
+    // The API server loads a new policy within a few seconds; until then the
+    // first refusal below is not yet made.
+    eventually(
+        "the policy refusing the signer a foreign Secret",
+        WAIT,
+        || async {
+            let (changed, stderr) = patch(app, "foreign", change);
+            (!changed && stderr.contains("certflow-signer-secrets")).then_some(())
+        },
+    )
+    .await;
+
+    let unlabel = r#"{"metadata":{"labels":{"certflow.io/managed":null}}}"#;
+    // (what, allowed, outcome)
+    let rows = [
+        (
+            "change a Secret it did not create",
+            false,
+            patch(app, "foreign", change),
+        ),
+        (
+            "change a CA key pair",
+            false,
+            patch(NAMESPACE, &ca_key_pair, change),
+        ),
+        (
+            "remove the managed label of an issued Secret",
+            false,
+            patch(app, "issued", unlabel),
+        ),
+        (
+            "change an issued Secret",
+            true,
+            patch(app, "issued", change),
+        ),
+        (
+            "create an unlabelled Secret",
+            false,
+            as_signer(
+                &["create", "-f", "-"],
+                &secret_manifest(app, "unlabelled", false, false),
+            ),
+        ),
+        (
+            "create a managed Secret",
+            true,
+            as_signer(
+                &["create", "-f", "-"],
+                &secret_manifest(app, "new-tls", true, true),
+            ),
+        ),
+    ];
+    let wrong: Vec<String> = rows
+        .iter()
+        .filter(|(_, allowed, (succeeded, stderr))| {
+            *succeeded != *allowed || (!allowed && !stderr.contains("certflow-signer-secrets"))
+        })
+        .map(|(what, allowed, (_, stderr))| {
+            format!(
+                "the signer may{} {what}: {stderr}",
+                if *allowed { "" } else { " not" }
+            )
+        })
+        .collect();
+    assert!(wrong.is_empty(), "the admission policy differs: {wrong:#?}");
+
+    // Anyone else is not matched: an administrator still may.
+    run_ok(
+        env.kubectl().args([
+            "patch",
+            "secret",
+            "foreign",
+            "-n",
+            app,
+            "--type=merge",
+            "-p",
+            change,
+        ]),
+        "",
+    );
 }
 
 #[tokio::test]
