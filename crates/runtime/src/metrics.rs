@@ -8,6 +8,8 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Metric, Registry};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -24,14 +26,28 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Arc<RwLock<Registry>>,
+    /// `certflow_build_info`, the one metric named the same by every
+    /// service, so it lives outside the service's prefix.
+    build: Arc<Registry>,
 }
 
 impl Metrics {
     /// A registry whose metric names all start with `<prefix>_`, e.g.
-    /// `certflow_signer`.
+    /// `certflow_signer`, beside `certflow_build_info{service, version}`
+    /// (the service is the prefix with dashes: `certflow-signer`).
     pub fn new(prefix: &str) -> Self {
+        let mut build = Registry::with_prefix("certflow");
+        build.register(
+            "build",
+            "Which certflow service and version this process runs; always 1.",
+            Info::new(vec![
+                ("service", prefix.replace('_', "-")),
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ]),
+        );
         Self {
             registry: Arc::new(RwLock::new(Registry::with_prefix(prefix))),
+            build: Arc::new(build),
         }
     }
 
@@ -58,7 +74,9 @@ impl Metrics {
     pub fn encode(&self) -> Result<String, RuntimeError> {
         let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry)
+        encode_registry(&mut text, &self.build)
+            .and_then(|()| encode_registry(&mut text, &registry))
+            .and_then(|()| encode_eof(&mut text))
             .map_err(|source| RuntimeError::MetricsEncoding { source })?;
         Ok(text)
     }

@@ -56,6 +56,14 @@ async fn registered_counters_are_served_as_openmetrics() {
         response.contains("certflow_test_certificates_issued_total 3"),
         "{response}"
     );
+    assert!(
+        response.contains(&format!(
+            "certflow_build_info{{service=\"certflow-test\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{response}"
+    );
+    assert_eq!(response.matches("# EOF").count(), 1, "{response}");
     assert!(response.trim_end().ends_with("# EOF"), "{response}");
     assert!(server.stop().await.is_ok());
 }
