@@ -8,6 +8,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Metric, Registry};
@@ -26,9 +27,10 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Arc<RwLock<Registry>>,
-    /// `certflow_build_info`, the one metric named the same by every
-    /// service, so it lives outside the service's prefix.
-    build: Arc<Registry>,
+    /// Metrics named `certflow_<name>` whichever service exports them:
+    /// `certflow_build_info`, and those about the cluster's objects
+    /// ([`Self::register_object_collector`]).
+    unprefixed: Arc<RwLock<Registry>>,
 }
 
 impl Metrics {
@@ -36,8 +38,8 @@ impl Metrics {
     /// `certflow_signer`, beside `certflow_build_info{service, version}`
     /// (the service is the prefix with dashes: `certflow-signer`).
     pub fn new(prefix: &str) -> Self {
-        let mut build = Registry::with_prefix("certflow");
-        build.register(
+        let mut unprefixed = Registry::with_prefix("certflow");
+        unprefixed.register(
             "build",
             "Which certflow service and version this process runs; always 1.",
             Info::new(vec![
@@ -47,8 +49,19 @@ impl Metrics {
         );
         Self {
             registry: Arc::new(RwLock::new(Registry::with_prefix(prefix))),
-            build: Arc::new(build),
+            unprefixed: Arc::new(RwLock::new(unprefixed)),
         }
+    }
+
+    /// Registers a collector of metrics about the cluster's objects (a
+    /// certificate's expiry, a CA's readiness), named `certflow_<name>` as
+    /// alerting rules expect whichever service computes them. It runs on
+    /// each scrape.
+    pub fn register_object_collector(&self, collector: impl Collector) {
+        self.unprefixed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register_collector(Box::new(collector));
     }
 
     /// Registers `metric` (keep a clone to record into; prometheus-client
@@ -74,7 +87,11 @@ impl Metrics {
     pub fn encode(&self) -> Result<String, RuntimeError> {
         let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
         let mut text = String::new();
-        encode_registry(&mut text, &self.build)
+        let unprefixed = self
+            .unprefixed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        encode_registry(&mut text, &unprefixed)
             .and_then(|()| encode_registry(&mut text, &registry))
             .and_then(|()| encode_eof(&mut text))
             .map_err(|source| RuntimeError::MetricsEncoding { source })?;

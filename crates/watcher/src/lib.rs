@@ -19,6 +19,7 @@
 pub mod controller;
 pub mod decide;
 mod error;
+pub mod expiry;
 pub mod fairness;
 pub mod ledger;
 pub mod metrics;
