@@ -20,7 +20,6 @@ use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt};
-use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, instrument, warn};
 
@@ -29,6 +28,7 @@ use crate::decide::{Decision, Observed, decide};
 use crate::fairness::{self, Admission, Cap};
 use crate::ledger::{Key, Ledger};
 use crate::metrics::Metrics;
+use crate::retry::{Class, jitter};
 use crate::schedule::{Publication, Schedule, Step};
 
 /// How long in-flight reconciles may take after shutdown was requested.
@@ -279,10 +279,11 @@ pub async fn run(
     info!("watcher stopped");
 }
 
-/// Keeps the ledger to existing objects: a deleted ServiceCertificate is
-/// forgotten at once, and after each (re-)list of the cache, which has
-/// just replaced its contents, so is every one deleted while the watch was
-/// down.
+/// Keeps the ledger (publications, slots, held places, backoff state) to
+/// existing objects: a deleted ServiceCertificate is forgotten at once, and
+/// after each (re-)list of the cache, which has just replaced its contents,
+/// so is every uid it no longer has (deleted while the watch was down, or
+/// its name now held by an object with another uid).
 fn forget_deleted(
     ledger: &Ledger,
     store: &Store<ServiceCertificate>,
@@ -351,7 +352,7 @@ async fn reconcile(scert: Arc<ServiceCertificate>, ctx: Arc<Context>) -> Result<
                 // The signer's writes bring the object back here before
                 // then, unless the work item was lost.
                 Step::WaitUntil(due) => {
-                    ctx.ledger.waiting(&uid);
+                    ctx.ledger.succeeded(&uid);
                     due
                 }
                 Step::Publish {
@@ -360,6 +361,7 @@ async fn reconcile(scert: Arc<ServiceCertificate>, ctx: Arc<Context>) -> Result<
                 } => {
                     let takes_slot = fairness::takes_slot(trigger);
                     if ctx.ledger.admit(key, takes_slot) == Admission::Hold {
+                        ctx.ledger.succeeded(&uid);
                         debug!(
                             trigger = trigger.as_str_name(),
                             "held: the namespace has --namespace-in-flight objects in flight"
@@ -420,40 +422,38 @@ fn republished_detail(detail: String, attempt: u32) -> String {
     }
 }
 
-/// A transient error backs off exponentially up to a minute, a permanent
-/// one waits for `--failure-retry`, both per object
-/// ([`Schedule::after_error`]), with up to a quarter more at random so
-/// objects that failed together do not retry together.
+/// The error's variant decides ([`crate::retry`]): a transient error
+/// backs off exponentially per object, from 1 s up to 30 s (each with up to
+/// as much again at random), until a reconcile of the object ends without
+/// error; a permanent one waits `--failure-retry` (plus up to a quarter),
+/// is logged as an error and counts the object as stalled
+/// (`certflow_watcher_decisions_stalled`) until then. Either way the
+/// object's backoff state lives in the ledger and goes with the object.
 fn error_policy(scert: Arc<ServiceCertificate>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(error.kind());
+    let class = Class::of(error);
+    ctx.metrics
+        .reconcile_error(error.kind(), class.is_transient());
     let uid = scert.uid().unwrap_or_default();
     let (namespace, name) = (scert.namespace().unwrap_or_default(), scert.name_any());
-    let failures = ctx.ledger.failed(Key {
+    let key = Key {
         uid: &uid,
         namespace: &namespace,
         name: &name,
-    });
+    };
+    let retry = ctx.ledger.failed(key, class, ctx.settings.failure_retry);
     ctx.forget_if_deleted(&scert, &uid);
-    let transient = error.is_transient();
-    let delay = ctx.schedule.after_error(failures, transient);
-    if !transient {
-        error!(
-            namespace = scert.namespace().unwrap_or_default(),
-            name = %scert.name_any(),
-            error = %error,
-            retry_in = ?delay,
-            "reconcile failed in a way retrying is not expected to fix"
-        );
+    match class {
+        Class::Transient => debug!(
+            %namespace, %name, error = %error, failures = retry.failures, retry_in = ?retry.after,
+            "reconcile failed; backing off"
+        ),
+        Class::Permanent => error!(
+            %namespace, %name, error = %error, failures = retry.failures, retry_in = ?retry.after,
+            "reconcile failed in a way retrying is not expected to fix: an operator must \
+             change something (see the error); the ServiceCertificate waits --failure-retry"
+        ),
     }
-    Action::requeue(delay + jitter(delay / 4))
-}
-
-fn jitter(max: Duration) -> Duration {
-    let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
-    if millis == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(rand::rng().random_range(0..millis))
+    Action::requeue(retry.after)
 }
 
 impl Context {

@@ -1,14 +1,18 @@
 //! What the watcher remembers about a ServiceCertificate between
 //! reconciles, keyed by uid: the last publication of a decision not yet
 //! seen carried out, whether that publication holds one of its namespace's
-//! slots ([`crate::fairness`]), and how many reconciles in a row failed.
-//! And, per namespace, the objects whose decisions are held for a slot, in
-//! the order they were first held. An object leaves the ledger once its
-//! decision no longer asks for work, or when it is deleted, so the ledger's
-//! size follows the work in progress, not the cluster or its history.
+//! slots ([`crate::fairness`]), and its streak of failed reconciles (the
+//! backoff state, [`crate::retry::Streak`]). And, per namespace, the objects
+//! whose decisions are held for a slot, in the order they were first held.
+//! An object leaves the ledger once its decision no longer asks for work, or
+//! when it is deleted (or its name comes back with another uid), so the
+//! ledger's size follows the work in progress, not the cluster or its
+//! history. It is the watcher's only per-object memory besides kube's
+//! caches and the controller's queue, which both follow the cluster.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use certflow_api::ServiceCertificate;
 use futures::channel::mpsc::UnboundedSender;
@@ -16,6 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::fairness::{self, Admission, Cap, Claim, Load};
 use crate::metrics::Metrics;
+use crate::retry::{Class, Retry, Streak};
 use crate::schedule::Publication;
 
 /// Which object a call is about.
@@ -33,7 +38,8 @@ struct Entry {
     /// Holds one of its namespace's slots: admitted and published (or being
     /// published), not yet seen done.
     slot: bool,
-    failures: u32,
+    /// Failed reconciles since the last one without error.
+    streak: Option<Streak>,
 }
 
 /// One held object.
@@ -172,7 +178,7 @@ impl Ledger {
             let entry = book.entries.entry(key.uid.to_owned()).or_default();
             entry.namespace = key.namespace.to_owned();
             entry.last = Some(publication);
-            entry.failures = 0;
+            entry.streak = None;
             let released = entry.slot && !takes_slot;
             entry.slot = entry.slot && takes_slot;
             if released {
@@ -196,25 +202,40 @@ impl Ledger {
         });
     }
 
-    /// Counts a failed reconcile of `key`; returns the failures in a row,
-    /// this one included.
-    pub fn failed(&self, key: Key<'_>) -> u32 {
-        let mut failures = 0;
+    /// Counts a failed reconcile of `key`, of `class`; says when to try
+    /// again ([`Streak::failed`]: a transient error backs off from the
+    /// object's last delay, a permanent one waits `failure_retry`).
+    pub fn failed(&self, key: Key<'_>, class: Class, failure_retry: Duration) -> Retry {
+        let mut retry = None;
         self.update(Some(key.namespace), |book| {
             let entry = book.entries.entry(key.uid.to_owned()).or_default();
             entry.namespace = key.namespace.to_owned();
-            entry.failures = entry.failures.saturating_add(1);
-            failures = entry.failures;
+            let streak = entry.streak.get_or_insert_with(Streak::new);
+            retry = Some(streak.failed(class, failure_retry));
         });
-        failures
+        retry.unwrap_or_else(|| Streak::new().failed(class, failure_retry))
     }
 
-    /// A reconcile of `uid` succeeded and its decision still asks for the
-    /// work published last: ends an error streak, keeps the publication.
-    pub fn waiting(&self, uid: &str) {
-        if let Some(entry) = self.lock().entries.get_mut(uid) {
-            entry.failures = 0;
+    /// A reconcile of `uid` ended without error and its decision still asks
+    /// for work (the work published last, or a slot it waits for): ends an
+    /// error streak, so the next error backs off from the start; keeps the
+    /// publication.
+    pub fn succeeded(&self, uid: &str) {
+        let mut book = self.lock();
+        if let Some(entry) = book.entries.get_mut(uid) {
+            entry.streak = None;
         }
+        self.report(&book);
+    }
+
+    /// Failed reconciles of `uid` in a row; 0 when its last one ended
+    /// without error or nothing is remembered about it.
+    pub fn failures(&self, uid: &str) -> u32 {
+        self.lock()
+            .entries
+            .get(uid)
+            .and_then(|entry| entry.streak.as_ref())
+            .map_or(0, Streak::failures)
     }
 
     /// Forgets `uid`: its decision asks for no work (what was published is
@@ -249,6 +270,18 @@ impl Ledger {
     /// for (held objects not included).
     pub fn len(&self) -> usize {
         self.lock().entries.len()
+    }
+
+    /// How many objects' last reconcile failed with a permanent error.
+    pub fn stalled(&self) -> usize {
+        stalled(&self.lock())
+    }
+
+    /// Whether the ledger remembers anything about `uid`: a publication,
+    /// an error streak, or a place among its namespace's held objects.
+    pub fn remembers(&self, uid: &str) -> bool {
+        let book = self.lock();
+        book.entries.contains_key(uid) || book.waiting.contains_key(uid)
     }
 
     /// Whether the ledger holds no publication or error streak.
@@ -290,6 +323,7 @@ impl Ledger {
     fn report(&self, book: &Book) {
         self.metrics.pending(book.entries.len());
         self.metrics.held(book.waiting.len());
+        self.metrics.stalled(stalled(book));
     }
 
     /// Sets a free slot of `namespace` aside for each of its first held
@@ -315,6 +349,16 @@ impl Ledger {
     fn lock(&self) -> MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Objects whose last reconcile failed with a permanent error. A scan:
+/// the entries are the work in progress, and this runs under the lock
+/// already taken for the change it reports.
+fn stalled(book: &Book) -> usize {
+    book.entries
+        .values()
+        .filter(|entry| entry.streak.as_ref().is_some_and(Streak::is_stalled))
+        .count()
 }
 
 /// Gives one of `namespace`'s slots back.
@@ -401,16 +445,97 @@ mod tests {
         assert!(ledger.is_empty());
     }
 
+    const FAILURE_RETRY: Duration = Duration::from_secs(600);
+
+    fn fail(ledger: &Ledger, key: Key<'_>, class: Class) -> Retry {
+        ledger.failed(key, class, FAILURE_RETRY)
+    }
+
     #[test]
-    fn failures_count_in_a_row_and_a_publication_or_a_wait_ends_the_streak() {
+    fn failures_count_in_a_row_and_a_publication_or_a_success_ends_the_streak() {
         let ledger = Ledger::new(Metrics::default());
-        assert_eq!(ledger.failed(shop("a")), 1);
-        assert_eq!(ledger.failed(shop("a")), 2);
+        assert_eq!(fail(&ledger, shop("a"), Class::Transient).failures, 1);
+        assert_eq!(fail(&ledger, shop("a"), Class::Transient).failures, 2);
         ledger.published(shop("a"), publication("a/1"), true);
-        assert_eq!(ledger.failed(shop("a")), 1);
-        ledger.waiting("a");
-        assert_eq!(ledger.failed(shop("a")), 1);
+        assert_eq!(ledger.failures("a"), 0);
+        assert_eq!(fail(&ledger, shop("a"), Class::Transient).failures, 1);
+        ledger.succeeded("a");
+        assert_eq!(fail(&ledger, shop("a"), Class::Transient).failures, 1);
         assert_eq!(ledger.last_publication("a"), Some(publication("a/1")));
+    }
+
+    #[test]
+    fn a_transient_error_backs_off_per_object_and_starts_over_after_a_success() {
+        let ledger = Ledger::new(Metrics::default());
+        for _ in 0..4 {
+            fail(&ledger, shop("a"), Class::Transient);
+        }
+        let fifth = fail(&ledger, shop("a"), Class::Transient).after;
+        assert!(fifth >= Duration::from_secs(16), "{fifth:?}");
+        let other = fail(&ledger, shop("b"), Class::Transient).after;
+        assert!(
+            other < Duration::from_secs(2),
+            "b has its own streak: {other:?}"
+        );
+        ledger.succeeded("a");
+        let again = fail(&ledger, shop("a"), Class::Transient).after;
+        assert!(again < Duration::from_secs(2), "a starts over: {again:?}");
+    }
+
+    #[test]
+    fn a_permanent_error_waits_the_failure_retry_and_counts_the_object_as_stalled() {
+        let ledger = Ledger::new(Metrics::default());
+        let retry = fail(&ledger, shop("a"), Class::Permanent);
+        assert!(retry.after >= FAILURE_RETRY, "{:?}", retry.after);
+        fail(&ledger, shop("b"), Class::Transient);
+        assert_eq!(ledger.stalled(), 1);
+        ledger.published(shop("a"), publication("a/1"), true);
+        assert_eq!(ledger.stalled(), 0, "a publication ends the stall");
+        fail(&ledger, shop("a"), Class::Permanent);
+        ledger.succeeded("a");
+        assert_eq!(ledger.stalled(), 0, "so does a reconcile without error");
+    }
+
+    #[test]
+    fn a_deleted_object_leaves_nothing_behind() {
+        let (ledger, _receiver) = capped(1);
+        // a publishes and holds the slot; b is held; c keeps failing.
+        assert_eq!(publish(&ledger, shop("a"), true), Admission::Publish);
+        fail(&ledger, shop("a"), Class::Transient);
+        assert_eq!(publish(&ledger, shop("b"), true), Admission::Hold);
+        fail(&ledger, shop("c"), Class::Permanent);
+        for uid in ["a", "b", "c"] {
+            assert!(ledger.remembers(uid), "{uid}");
+            ledger.forget(uid);
+            assert!(!ledger.remembers(uid), "{uid} is forgotten");
+        }
+        assert!(ledger.is_empty());
+        assert_eq!((ledger.held(), ledger.stalled()), (0, 0));
+        assert_eq!(ledger.in_flight("shop"), 0);
+        assert!(ledger.lock().namespaces.is_empty(), "no namespace record");
+    }
+
+    #[test]
+    fn a_name_back_with_another_uid_starts_afresh_and_the_old_uid_is_forgotten() {
+        let ledger = Ledger::new(Metrics::default());
+        let old = Key {
+            uid: "uid-1",
+            namespace: "shop",
+            name: "api",
+        };
+        let new = Key {
+            uid: "uid-2",
+            ..old
+        };
+        ledger.published(old, publication("uid-1/1"), true);
+        fail(&ledger, old, Class::Permanent);
+        // The Delete was missed (the watch was down); the re-list has the
+        // new object only.
+        ledger.retain(|uid| uid == "uid-2");
+        assert!(!ledger.remembers("uid-1"));
+        assert_eq!(ledger.last_publication("uid-2"), None);
+        assert_eq!(fail(&ledger, new, Class::Transient).failures, 1);
+        assert_eq!(ledger.stalled(), 0);
     }
 
     #[test]
@@ -419,7 +544,7 @@ mod tests {
         for uid in ["a", "b", "c"] {
             ledger.published(shop(uid), publication(uid), true);
         }
-        ledger.failed(shop("d"));
+        fail(&ledger, shop("d"), Class::Permanent);
         ledger.retain(|uid| uid == "b" || uid == "d");
         assert_eq!(ledger.len(), 2);
         assert!(ledger.last_publication("a").is_none());

@@ -13,7 +13,10 @@
 //! No namespace has more than `--namespace-in-flight` objects with work
 //! published and not yet seen done; its further decisions wait in the
 //! watcher for their turn ([`fairness`]), so one namespace's flood cannot
-//! queue ahead of every other namespace's work.
+//! queue ahead of every other namespace's work. A failed reconcile is
+//! retried by the error's variant ([`retry`]): a transient one backs off per
+//! object, a permanent one waits `--failure-retry` and shows in
+//! `certflow_watcher_decisions_stalled`.
 #![forbid(unsafe_code)]
 
 pub mod controller;
@@ -23,6 +26,7 @@ pub mod expiry;
 pub mod fairness;
 pub mod ledger;
 pub mod metrics;
+pub mod retry;
 pub mod schedule;
 
 pub use error::Error;

@@ -13,8 +13,11 @@ struct Published {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Kind {
+struct ErrorLabels {
     kind: String,
+    /// "true" when retried with backoff, "false" when the error waits for
+    /// an operator (`--failure-retry`).
+    transient: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,9 +29,10 @@ struct TriggerLabel {
 pub struct Metrics {
     published: Family<Published, Counter>,
     republished: Family<TriggerLabel, Counter>,
-    errors: Family<Kind, Counter>,
+    errors: Family<ErrorLabels, Counter>,
     pending: Gauge,
     held: Gauge,
+    stalled: Gauge,
 }
 
 impl Metrics {
@@ -47,7 +51,8 @@ impl Metrics {
         );
         registry.register(
             "reconcile_errors",
-            "Reconciles that failed, by error kind",
+            "Reconciles that failed, by error kind and whether the error is transient \
+             (retried with backoff) or not (retried after --failure-retry)",
             metrics.errors.clone(),
         );
         registry.register(
@@ -62,6 +67,13 @@ impl Metrics {
              has --namespace-in-flight objects with work published and not yet seen done; \
              each is published in its turn",
             metrics.held.clone(),
+        );
+        registry.register(
+            "decisions_stalled",
+            "ServiceCertificates whose last reconcile failed with an error no retry is \
+             expected to fix (the bus refused the work item or would not create its stream \
+             again); each is retried every --failure-retry until an operator fixes the cause",
+            metrics.stalled.clone(),
         );
         metrics
     }
@@ -81,10 +93,11 @@ impl Metrics {
         self.republished.get_or_create(&labels).inc();
     }
 
-    pub fn reconcile_error(&self, kind: &str) {
+    pub fn reconcile_error(&self, kind: &str, transient: bool) {
         self.errors
-            .get_or_create(&Kind {
+            .get_or_create(&ErrorLabels {
                 kind: kind.to_owned(),
+                transient: transient.to_string(),
             })
             .inc();
     }
@@ -99,5 +112,11 @@ impl Metrics {
     /// slot of their namespace.
     pub fn held(&self, objects: usize) {
         self.held.set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of ServiceCertificates whose last reconcile failed
+    /// with a permanent error.
+    pub fn stalled(&self, objects: usize) {
+        self.stalled.set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 }
