@@ -1,7 +1,6 @@
-//! When the watcher publishes an unchanged decision again, and when it
-//! retries a reconcile that failed. Pure: the controller passes what it
-//! published when and the clock, so the whole schedule is tested without a
-//! bus or a cluster.
+//! When the watcher publishes an unchanged decision again. Pure: the
+//! controller passes what it published when and the clock, so the whole
+//! schedule is tested without a bus or a cluster.
 //!
 //! A work item can be lost after JetStream stored it: a signer gave up and
 //! could not write status either, the item ran out of deliveries or aged out
@@ -27,15 +26,6 @@ pub const MAX_REPUBLISH_MULTIPLE: u32 = 8;
 /// The shortest interval between publications of one decision, whatever
 /// `--republish-after` says: a reconcile is not a busy loop.
 pub const MIN_REPUBLISH_AFTER: Duration = Duration::from_secs(1);
-
-/// Delay before retrying a reconcile after its first transient failure;
-/// it doubles with each further failure in a row, up to [`ERROR_BACKOFF_MAX`].
-pub const ERROR_BACKOFF_FIRST: Duration = Duration::from_secs(1);
-
-/// The longest delay between retries of a reconcile that keeps failing
-/// transiently (NATS unreachable, the work stream full): short enough that
-/// work resumes within a minute of the bus coming back.
-pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// One publication of a decision, as the watcher remembers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +53,7 @@ pub struct Schedule {
     /// `--republish-after`: how long a decision may hold after it was
     /// published before it is published again.
     pub republish_after: Duration,
-    /// `--failure-retry`: the period of a refused request's re-examination,
-    /// and the retry delay after an error no retry is expected to fix.
+    /// `--failure-retry`: the period of a refused request's re-examination.
     pub failure_retry: Duration,
 }
 
@@ -132,23 +121,6 @@ impl Schedule {
     /// holds: the bound of the self-healing promise, past the fault.
     pub fn republish_bound(&self) -> Duration {
         self.republish_interval(u32::MAX)
-    }
-
-    /// How long to wait before reconciling again after `failures`
-    /// reconciles in a row failed (1 for the first). A transient error
-    /// backs off from [`ERROR_BACKOFF_FIRST`], doubling, up to
-    /// [`ERROR_BACKOFF_MAX`]; one no retry is expected to fix (a message the
-    /// stream refuses) is looked at again only after `--failure-retry`,
-    /// when an operator may have changed something.
-    pub fn after_error(&self, failures: u32, transient: bool) -> Duration {
-        if !transient {
-            return self.failure_retry.max(ERROR_BACKOFF_FIRST);
-        }
-        let doublings = failures.saturating_sub(1);
-        let factor = 1_u32.checked_shl(doublings).unwrap_or(u32::MAX);
-        ERROR_BACKOFF_FIRST
-            .saturating_mul(factor)
-            .min(ERROR_BACKOFF_MAX)
     }
 }
 

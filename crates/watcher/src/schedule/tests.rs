@@ -172,24 +172,3 @@ fn every_publication_of_one_decision_has_its_own_message_id_and_every_watcher_th
     unique.dedup();
     assert_eq!(unique.len(), ids.len());
 }
-
-#[test]
-fn a_failing_reconcile_backs_off_exponentially_up_to_a_minute() {
-    let delays: Vec<u64> = (1..=9)
-        .map(|failures| schedule().after_error(failures, true).as_secs())
-        .collect();
-    assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-    assert_eq!(schedule().after_error(u32::MAX, true), ERROR_BACKOFF_MAX);
-    assert_eq!(
-        schedule().after_error(0, true),
-        ERROR_BACKOFF_FIRST,
-        "a count of zero is treated as the first failure"
-    );
-}
-
-#[test]
-fn an_error_no_retry_fixes_is_looked_at_again_only_after_the_failure_retry() {
-    for failures in [1, 2, 50] {
-        assert_eq!(schedule().after_error(failures, false), 10 * MINUTE);
-    }
-}
