@@ -68,6 +68,11 @@ impl Workload {
     }
 
     /// The valid ServiceCertificates' names.
+    /// The CertificateAuthority every certificate of this workload names.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     pub fn valid(&self) -> &[String] {
         &self.valid
     }

@@ -25,6 +25,7 @@ use tracing::{debug, error, info, instrument, warn};
 
 use crate::Error;
 use crate::decide::{Decision, Observed, decide};
+use crate::expiry::ExpiryCollector;
 use crate::fairness::{self, Admission, Cap};
 use crate::ledger::{Key, Ledger};
 use crate::metrics::Metrics;
@@ -135,13 +136,16 @@ struct Context {
 }
 
 /// Runs the watches and the reconcile loop until `shutdown` fires. Work
-/// items go to the streams of `topology` through `js`.
+/// items go to the streams of `topology` through `js`; `exporter` gets the
+/// expiry metrics computed from the caches ([`ExpiryCollector`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     js: jetstream::Context,
     topology: Topology,
     settings: Settings,
     metrics: Metrics,
+    exporter: &certflow_runtime::Metrics,
     health: HealthHandle,
     shutdown: CancellationToken,
 ) {
@@ -206,6 +210,7 @@ pub async fn run(
         }
     });
     tokio::spawn(scert_cache);
+    exporter.register_object_collector(ExpiryCollector::new(store.clone(), cas.clone()));
     let controller = Controller::for_shared_stream(triggers, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
         .reconcile_on(woken)

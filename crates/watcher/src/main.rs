@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         topology,
         settings,
         metrics,
+        service.metrics(),
         health,
         shutdown.token(),
     )
