@@ -236,14 +236,12 @@ impl Fixture {
         (issued, failed)
     }
 
-    /// Every stream and the active-failure bucket are on a leader and two
-    /// current followers: whatever server came back has its copy again.
+    /// Every stream is on a leader and two current followers: whatever server came back has its copy again.
     async fn stored_on_every_server(&self) {
         let names = [
             self.topology.work_stream(),
             self.topology.outcome_stream(),
             self.topology.dead_letter_stream(),
-            format!("KV_{}", self.topology.active_failures_bucket()),
         ];
         for name in names {
             eventually(

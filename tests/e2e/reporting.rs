@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use certflow_api::{IssuerPolicy, IssuerRef, ServiceCertificate, ServiceCertificateSpec};
-use certflow_bus::{ActiveFailures, FailureKey, Publisher, Topology, TraceId};
+use certflow_bus::{Publisher, Topology, TraceId};
 use certflow_e2e::report_api::{self, report};
 use certflow_e2e::tenant::Tenant;
 use certflow_e2e::{eventually, run_ok};
@@ -314,6 +314,57 @@ async fn a_pod_created_later_gets_the_current_warning_and_a_bystander_gets_none(
 }
 
 #[tokio::test]
+async fn a_pod_that_starts_after_its_failing_certificate_was_deleted_gets_no_warning() {
+    let fx = Fixture::start("deleted").await;
+    let ns = fx.namespace().to_owned();
+    let foreign = "db.other-team.svc";
+    fx.apply_certificate("db", "db-tls", foreign, &fx.issuer)
+        .await;
+    fx.described_event("scert", "db", "Warning", &["spec.dnsNames[0]", foreign])
+        .await;
+
+    // Nothing says the certificate is failing any more once it is gone.
+    let scerts = fx.scerts();
+    scerts
+        .delete("db", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete the ServiceCertificate");
+    eventually("the ServiceCertificate to be gone", WAIT, || async {
+        scerts.get_opt("db").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    fx.kubectl_apply(&pod(
+        "late",
+        "      volumeMounts: [{name: tls, mountPath: /etc/tls}]",
+        "  volumes: [{name: tls, secret: {secretName: db-tls}}]",
+    ));
+
+    // Once a report reaches the Pod, the reporter has seen it appear and
+    // chose not to warn it.
+    let client = grpc_client(&fx, 0).await;
+    eventually("a report to reach the new Pod", WAIT, || {
+        let request = report(&ns, "db-tls", "MarkerReported");
+        let mut client = client.clone();
+        let pods = fx.pods();
+        async move {
+            pods.get("late").await.ok()?;
+            let response = client.report(request).await.ok()?;
+            (response.into_inner().recipients >= 1).then_some(())
+        }
+    })
+    .await;
+    let late = fx.describe("pod", "late");
+    assert!(
+        reporter_event_line(&late, "Normal", &["MarkerReported"]).is_some(),
+        "{late}"
+    );
+    assert!(
+        reporter_event_line(&late, "Warning", &[]).is_none(),
+        "no Warning about a deleted certificate:\n{late}"
+    );
+}
+
+#[tokio::test]
 async fn a_changed_mistake_shows_its_new_message_and_fixing_it_brings_ready_a_normal_event_and_no_more_warnings()
  {
     let fx = Fixture::start("fix").await;
@@ -349,19 +400,14 @@ async fn a_changed_mistake_shows_its_new_message_and_fixing_it_brings_ready_a_no
     fx.described_event("deployment", "shop", "Normal", &issued)
         .await;
 
-    // The failure is no longer active, for this reporter or any other.
-    let js =
-        async_nats::jetstream::new(async_nats::connect(fx.env.nats_url()).await.expect("NATS"));
-    let topology = Topology::new(&fx.services.bus_prefix).expect("topology");
-    let failures = ActiveFailures::ensure(&js, &topology)
-        .await
-        .expect("bucket");
-    let key = FailureKey {
-        namespace: ns.clone(),
-        secret_name: "shop-tls".into(),
-        name: "shop".into(),
-    };
-    assert_eq!(failures.get(&key).await.expect("get"), None);
+    // The failure is no longer active, for this reporter or any other: the
+    // ServiceCertificate's status, which every replica reads, says so.
+    let fixed = scerts.get("shop").await.expect("ServiceCertificate");
+    assert_eq!(
+        fixed.status.as_ref().and_then(|s| s.last_failure.as_ref()),
+        None,
+        "the issuance cleared status.lastFailure"
+    );
 
     // A Pod that starts now is not warned: once the reporter has reported
     // something else to it, it has seen the Pod and chose not to warn it.
@@ -680,7 +726,7 @@ async fn counts_every_refusal(
 }
 
 #[tokio::test]
-async fn a_second_reporter_knows_the_active_failures_and_continues_the_same_events() {
+async fn a_second_reporter_knows_the_failures_from_status_and_continues_the_same_events() {
     let mut fx = Fixture::start_with_reporter("replicas", &["--series-interval=0s"]).await;
     let ns = fx.namespace().to_owned();
     let js =
@@ -716,7 +762,7 @@ async fn a_second_reporter_knows_the_active_failures_and_continues_the_same_even
 
     // Nothing re-examines the refusal for a while (the watcher's default
     // --failure-retry is ten minutes), so what the next replica tells Pods
-    // comes from the bucket alone.
+    // comes from the ServiceCertificate's status alone.
     fx.services.kill_watcher();
 
     // The first replica stops (as in a rollout); a second one starts with
@@ -740,7 +786,8 @@ async fn a_second_reporter_knows_the_active_failures_and_continues_the_same_even
         .add_reporter_with_args(&["--series-interval=0s"]);
     grpc_client(&fx, 1).await;
 
-    // It learned the active failure from NATS: a Pod starting now is warned.
+    // It read the failure from the ServiceCertificate's status: a Pod
+    // starting now is warned.
     fx.kubectl_apply(&pod(
         "newcomer",
         "      volumeMounts: [{name: tls, mountPath: /etc/tls}]",

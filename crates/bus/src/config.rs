@@ -2,15 +2,13 @@
 //! values and their reasons live in [`crate::settings`].
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, pull};
-use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 
 use crate::Topology;
 use crate::settings::{
-    ACK_WAIT, ACTIVE_FAILURE_MAX_AGE, ACTIVE_FAILURE_MAX_BYTES, DEAD_LETTER_MAX_AGE,
-    DEAD_LETTER_MAX_BYTES, DEAD_LETTER_MAX_MESSAGE_SIZE, DUPLICATE_WINDOW, MAX_ACK_PENDING,
-    MAX_MESSAGE_SIZE, OUTCOME_MAX_AGE, OUTCOME_MAX_BYTES, REPORTER_CONSUMER, SIGNER_CONSUMER,
-    WORK_MAX_AGE, WORK_MAX_BYTES,
+    ACK_WAIT, DEAD_LETTER_MAX_AGE, DEAD_LETTER_MAX_BYTES, DEAD_LETTER_MAX_MESSAGE_SIZE,
+    DUPLICATE_WINDOW, MAX_ACK_PENDING, MAX_MESSAGE_SIZE, OUTCOME_MAX_AGE, OUTCOME_MAX_BYTES,
+    REPORTER_CONSUMER, SIGNER_CONSUMER, WORK_MAX_AGE, WORK_MAX_BYTES,
 };
 
 impl Topology {
@@ -77,25 +75,6 @@ impl Topology {
             max_bytes: DEAD_LETTER_MAX_BYTES,
             max_message_size: DEAD_LETTER_MAX_MESSAGE_SIZE,
             discard: DiscardPolicy::Old,
-            ..Default::default()
-        }
-    }
-
-    /// The bucket of active failures: the latest value per key only, on
-    /// disk, each entry expiring [`ACTIVE_FAILURE_MAX_AGE`] after it was last
-    /// written.
-    pub fn active_failures_config(&self) -> kv::Config {
-        kv::Config {
-            bucket: self.active_failures_bucket(),
-            description: "certflow active failures: the latest Failed outcome of each failing \
-                          ServiceCertificate; written and read by the reporter"
-                .to_owned(),
-            history: 1,
-            max_age: ACTIVE_FAILURE_MAX_AGE,
-            max_bytes: ACTIVE_FAILURE_MAX_BYTES,
-            max_value_size: MAX_MESSAGE_SIZE,
-            storage: StorageType::File,
-            num_replicas: self.replicas(),
             ..Default::default()
         }
     }
@@ -198,15 +177,6 @@ mod tests {
         assert_eq!(config.durable_name.as_deref(), Some("reporter"));
         assert_eq!(config.filter_subject, "certflow.outcome.v1.>");
         assert_eq!(config.deliver_policy, DeliverPolicy::All);
-    }
-
-    #[test]
-    fn active_failures_keep_one_value_per_key_for_thirty_days() {
-        let config = Topology::default().active_failures_config();
-        assert_eq!(config.bucket, "CERTFLOW_FAILURES");
-        assert_eq!(config.history, 1);
-        assert_eq!(config.max_age, Duration::from_secs(30 * 24 * 3600));
-        assert_eq!(config.storage, StorageType::File);
     }
 
     #[test]

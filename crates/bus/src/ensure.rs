@@ -101,7 +101,7 @@ const ATTEMPTS: u32 = 3;
 /// (a raised `--bus-replicas`): all but one go unanswered. Asking again is
 /// safe, since a create or update with the configuration in place changes
 /// nothing, and finds the stream updated, so no service exits over it.
-pub(crate) async fn retry_unanswered<T, E, F, Fut>(
+async fn retry_unanswered<T, E, F, Fut>(
     what: &str,
     unanswered: impl Fn(&E) -> bool,
     mut attempt: F,
@@ -123,13 +123,13 @@ where
 }
 
 /// The request got no answer in time.
-pub(crate) fn timed_out(error: &CreateStreamError) -> bool {
+fn timed_out(error: &CreateStreamError) -> bool {
     error.kind() == CreateStreamErrorKind::TimedOut
 }
 
 /// The server's answer to a create of a stream that exists with another
 /// configuration (and only then: the same configuration is answered as done).
-pub(crate) fn exists_with_another_configuration(error: &CreateStreamError) -> bool {
+fn exists_with_another_configuration(error: &CreateStreamError) -> bool {
     matches!(
         error.kind(),
         CreateStreamErrorKind::JetStream(error)

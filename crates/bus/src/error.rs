@@ -3,8 +3,7 @@
 
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{
-    CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
-    PublishError, PublishErrorKind,
+    CreateStreamError, CreateStreamErrorKind, PublishError, PublishErrorKind,
 };
 use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
 
@@ -91,24 +90,6 @@ pub enum BusError {
         expected: u32,
     },
 
-    /// Creating or updating a key-value bucket failed.
-    #[error("key-value bucket {bucket}: {source}")]
-    Bucket {
-        bucket: String,
-        #[source]
-        source: CreateKeyValueError,
-    },
-
-    /// Reading, writing or watching a key-value bucket failed.
-    #[error("key-value bucket {bucket}, {operation} {key}: {source}")]
-    KeyValue {
-        bucket: String,
-        operation: &'static str,
-        key: String,
-        #[source]
-        source: async_nats::Error,
-    },
-
     /// Sending an acknowledgement (ack, nak, term, progress) failed.
     #[error("acknowledging message on {subject}: {source}")]
     Ack {
@@ -157,10 +138,7 @@ impl BusError {
                 | PublishErrorKind::WrongLastSequence
                 | PublishErrorKind::MaxPayloadExceeded => false,
             },
-            Self::Bucket { source, .. } => source.kind() == CreateKeyValueErrorKind::TimedOut,
-            // Keys are validated before they reach the server, so what is
-            // left is the server being unreachable, slow or restarting.
-            Self::KeyValue { .. } | Self::Ack { .. } => true,
+            Self::Ack { .. } => true,
         }
     }
 
@@ -185,8 +163,6 @@ impl BusError {
             Self::NotJetStream { .. } => "not_jetstream",
             Self::Undecodable { .. } => "undecodable",
             Self::UnsupportedSchemaVersion { .. } => "unsupported_schema_version",
-            Self::Bucket { .. } => "bucket",
-            Self::KeyValue { .. } => "key_value",
             Self::Ack { .. } => "ack",
         }
     }

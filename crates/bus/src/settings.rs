@@ -51,20 +51,6 @@ pub const MAX_MESSAGE_SIZE: i32 = 64 * 1024;
 /// A dead letter wraps a payload of up to [`MAX_MESSAGE_SIZE`] plus an error text.
 pub const DEAD_LETTER_MAX_MESSAGE_SIZE: i32 = 256 * 1024;
 
-/// How long an active failure stays in the failure bucket after it was last
-/// recorded. A failure normally leaves the bucket when its certificate is
-/// issued; the reporter also drops one whose ServiceCertificate is gone or
-/// Ready when it is about to warn a new Pod with it. The limit is a backstop
-/// for entries nobody looks at again (a deleted ServiceCertificate whose
-/// Secret no Pod uses), long enough that a failure nobody fixed for weeks
-/// still reaches the Pods that start meanwhile: the signer records an
-/// unchanged refusal only once, so the entry is not refreshed while it lasts.
-pub const ACTIVE_FAILURE_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-
-/// Disk bound for the failure bucket: one small entry per failing
-/// ServiceCertificate.
-pub const ACTIVE_FAILURE_MAX_BYTES: i64 = 256 * 1024 * 1024;
-
 /// How long a consumer has to acknowledge a delivery before JetStream hands it
 /// to another replica. Issuing one certificate (an RSA-4096 key, three API
 /// writes) takes seconds; 30 s leaves a wide margin while still recovering

@@ -146,12 +146,6 @@ impl Topology {
         self.stream_name("DEAD")
     }
 
-    /// Name of the key-value bucket of active failures, e.g.
-    /// `CERTFLOW_FAILURES` (see [`crate::failures`]).
-    pub fn active_failures_bucket(&self) -> String {
-        self.stream_name("FAILURES")
-    }
-
     /// Subject of work items for one ServiceCertificate.
     pub fn work_subject(&self, namespace: &str, name: &str) -> Result<String, BusError> {
         self.object_subject(SubjectKind::Work, namespace, name)
@@ -302,7 +296,6 @@ mod tests {
     #[test]
     fn default_names_use_the_certflow_prefix() {
         let t = topology();
-        assert_eq!(t.active_failures_bucket(), "CERTFLOW_FAILURES");
         assert_eq!(t.work_stream(), "CERTFLOW_WORK");
         assert_eq!(t.outcome_stream(), "CERTFLOW_OUTCOMES");
         assert_eq!(t.dead_letter_stream(), "CERTFLOW_DEAD");

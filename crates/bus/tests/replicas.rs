@@ -1,13 +1,12 @@
 //! `--bus-replicas` against real servers. With 3 on a three-server
 //! JetStream cluster (certflow_testenv's, shaped like deploy/'s), every
-//! stream, both durable consumers and the active-failure bucket are stored
-//! on all three servers, also when several services create them at once;
+//! stream and both durable consumers are stored on all three servers, also when several services create them at once;
 //! raising it from 1 to 3 moves an installation's streams in place. With 3
 //! on a single server, `ensure` fails instead of retrying or leaving behind
 //! streams that a lost server would take with it.
 
 use async_nats::jetstream::{self, stream, stream::ClusterInfo};
-use certflow_bus::{ActiveFailures, Streams, Topology, ensure};
+use certflow_bus::{Streams, Topology, ensure};
 use certflow_testenv::{NatsCluster, NatsServer, Tools, unique_name};
 
 fn tools() -> Tools {
@@ -32,9 +31,7 @@ async fn ensure_from_each(cluster: &NatsCluster, topology: &Topology, clients: u
                 .await
                 .unwrap_or_else(|err| panic!("connect to the cluster: {err}"));
             let js = jetstream::new(client);
-            let streams = ensure(&js, &topology).await;
-            let bucket = ActiveFailures::ensure(&js, &topology).await;
-            (streams, bucket.map(|b| b.bucket().to_owned()))
+            ensure(&js, &topology).await
         }));
     }
     let mut last = None;
@@ -44,12 +41,8 @@ async fn ensure_from_each(cluster: &NatsCluster, topology: &Topology, clients: u
         .enumerate()
     {
         match started {
-            Ok((Ok(streams), Ok(_))) => last = Some(streams),
-            Ok((streams, bucket)) => panic!(
-                "client {i} of {clients}: streams {:?}, bucket {:?}",
-                streams.err(),
-                bucket.err()
-            ),
+            Ok(Ok(streams)) => last = Some(streams),
+            Ok(Err(err)) => panic!("client {i} of {clients}: {err:?}"),
             Err(err) => panic!("client {i}: {err}"),
         }
     }
@@ -83,20 +76,13 @@ fn servers(cluster: Option<&ClusterInfo>) -> usize {
 }
 
 #[tokio::test]
-async fn services_starting_together_store_every_stream_consumer_and_the_bucket_on_all_three_servers()
- {
-    let (mut cluster, dir, js) = start_cluster("bus-replicas").await;
+async fn services_starting_together_store_every_stream_and_consumer_on_all_three_servers() {
+    let (mut cluster, dir, _) = start_cluster("bus-replicas").await;
     let topology = topology(3);
 
     // Four at once: before create came first, every one of them timed out.
     let streams = ensure_from_each(&cluster, &topology, 4).await;
-    let bucket = stream_info(&js, &format!("KV_{}", topology.active_failures_bucket())).await;
-    for info in [
-        &streams.work,
-        &streams.outcomes,
-        &streams.dead_letters,
-        &bucket,
-    ] {
+    for info in [&streams.work, &streams.outcomes, &streams.dead_letters] {
         let name = &info.config.name;
         assert_eq!(info.config.num_replicas, 3, "{name}");
         assert_eq!(servers(info.cluster.as_ref()), 3, "{name} on three servers");
@@ -115,8 +101,7 @@ async fn services_starting_together_store_every_stream_consumer_and_the_bucket_o
 }
 
 #[tokio::test]
-async fn raising_the_replicas_from_one_to_three_moves_streams_and_bucket_onto_three_servers_in_place()
- {
+async fn raising_the_replicas_from_one_to_three_moves_the_streams_onto_three_servers_in_place() {
     let (mut cluster, dir, js) = start_cluster("bus-replicas-raise").await;
     let single = topology(1);
     let streams = ensure_from_each(&cluster, &single, 1).await;
@@ -136,8 +121,7 @@ async fn raising_the_replicas_from_one_to_three_moves_streams_and_bucket_onto_th
         .with_replicas(3)
         .unwrap_or_else(|err| panic!("{err}"));
     ensure_from_each(&cluster, &raised, 2).await;
-    let bucket = format!("KV_{}", raised.active_failures_bucket());
-    for name in [raised.work_stream(), raised.outcome_stream(), bucket] {
+    for name in [raised.work_stream(), raised.outcome_stream()] {
         assert_eq!(
             stream_info(&js, &name).await.config.num_replicas,
             3,

@@ -1,6 +1,8 @@
-//! Observes the durable `reporter` consumer on the outcome stream; writes,
-//! through [`Reporter`], the Events each outcome implies; acknowledges an
-//! outcome only afterwards; never drops one silently: each ends
+//! Observes the durable `reporter` consumer on the outcome stream; hands
+//! each outcome to [`Outcomes`], which writes the Events it implies;
+//! writes acknowledgements, delayed NAKs and dead letters, an
+//! acknowledgement only once the outcome was handled; never drops one
+//! silently: each ends
 //! acknowledged, retried later, or dead-lettered.
 //!
 //! Outcomes are spread over lanes by Secret, and each lane handles its
@@ -26,7 +28,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, error, info, info_span, warn};
 
-use crate::report::Reporter;
+use crate::outcomes::Outcomes;
 
 /// Outcomes waiting in one lane. Small, so that an outcome about another
 /// Secret does not wait long behind a slow one.
@@ -39,7 +41,7 @@ type Queued = (Message, Delivery<Outcome>, InProgress);
 /// Pulls outcomes and hands them to lanes.
 #[derive(Debug)]
 pub struct Consumer {
-    pub reporter: Arc<Reporter>,
+    pub outcomes: Arc<Outcomes>,
     pub consumer: PullConsumer,
     pub publisher: Publisher,
     pub retry: RetryPolicy,
@@ -139,10 +141,10 @@ impl Consumer {
         let info = &delivery.info;
         let trace = info.trace_id_or_new();
         let span = info_span!("outcome", namespace = %outcome.namespace, name = %outcome.name, trace_id = %trace, delivered = info.delivered);
-        let metrics = self.reporter.metrics();
+        let metrics = self.outcomes.metrics();
         metrics.set_outcome_lag(info.pending);
         async {
-            let handled = self.reporter.outcome(outcome).await;
+            let handled = self.outcomes.handle(outcome).await;
             progress.stop().await;
             match handled {
                 Ok(handled) => {
@@ -194,7 +196,7 @@ impl Consumer {
         let dead = dead_letter_for(message, err);
         match self.publisher.publish_dead_letter(&dead, None).await {
             Ok(_) => {
-                self.reporter.metrics().outcome("dead_letter");
+                self.outcomes.metrics().outcome("dead_letter");
                 if let Err(term) = terminate(message).await {
                     warn!(error = %term, "terminating the dead-lettered outcome failed");
                 }

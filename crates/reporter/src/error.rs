@@ -12,10 +12,6 @@ pub enum Error {
         source: kube::Error,
     },
 
-    /// Reading or writing the active-failure bucket, or dead-lettering, failed.
-    #[error("message bus: {0}")]
-    Bus(#[from] certflow_bus::BusError),
-
     /// A `Report` request is incomplete or malformed (the caller's mistake).
     #[error("invalid report: {reason}")]
     InvalidReport { reason: String },
@@ -55,7 +51,6 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Kube { source, .. } => certflow_runtime::kube_client::is_transient(source),
-            Self::Bus(err) => err.is_transient(),
             Self::InvalidReport { .. }
             | Self::Unauthenticated { .. }
             | Self::PermissionDenied { .. }
@@ -67,7 +62,6 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Kube { .. } => "kube",
-            Self::Bus(_) => "bus",
             Self::InvalidReport { .. } => "invalid_report",
             Self::Unauthenticated { .. } => "unauthenticated",
             Self::PermissionDenied { .. } => "permission_denied",

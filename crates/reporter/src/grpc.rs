@@ -1,8 +1,10 @@
-//! Observes `certflow.v1.Reporter/Report` calls; writes, through
-//! [`Reporter`], the same Events an outcome would (on the ServiceCertificate
-//! or the ServiceCertificates writing a Secret, on the Pods consuming the
-//! Secret, and on their workloads); never records a report as an active
-//! failure (a report has no issuance that would resolve it).
+//! Observes `certflow.v1.Reporter/Report` calls and the ServiceCertificate
+//! cache (which certificate is named, which ones write a Secret); writes,
+//! through [`Delivery`], the Events the caller asked for, on the same
+//! recipients an outcome would reach (the ServiceCertificate or the
+//! ServiceCertificates writing a Secret, the Pods consuming the Secret, and
+//! their workloads); never makes a report a failure that late Pods are told
+//! (only a ServiceCertificate's status says a certificate is failing).
 //!
 //! Every call is authenticated and authorized ([`crate::auth`]) before any
 //! object is read: a ServiceAccount token for the reporter's audience in
@@ -34,11 +36,26 @@ use tracing::{Span, info, instrument, warn};
 
 use crate::Error;
 use crate::auth::Guard;
+use crate::certificates::{CertificateSummary, SharedCertificates};
+use crate::deliver::Delivery;
 use crate::events::{EventType, MAX_WORD_BYTES, Notice};
-use crate::report::{Reporter, Target, compose, reserved_reason};
+use crate::notices::{compose, reserved_reason};
 
 /// The `action` of Events written for a `Report` call.
 pub const REPORT_ACTION: &str = "Report";
+
+/// What a `Report` request is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A ServiceCertificate, its Secret's consumers and their workloads.
+    Certificate { namespace: String, name: String },
+    /// The consumers of a Secret, their workloads, and the
+    /// ServiceCertificates that write the Secret.
+    Secret {
+        namespace: String,
+        secret_name: String,
+    },
+}
 
 /// Checks a request of `caller` (the authenticated username) and turns it
 /// into what to report about and what to say on the caller's behalf.
@@ -144,16 +161,68 @@ fn namespace_of(target: &Target) -> &str {
     }
 }
 
+/// The ServiceCertificates `target` names and the Secret whose consumers
+/// it reaches, as `cache` holds them. A certificate the cache does not hold
+/// is `NOT_FOUND`; a Secret no certificate writes still reaches its Pods.
+pub fn resolve(
+    target: &Target,
+    cache: &SharedCertificates,
+) -> Result<(Vec<CertificateSummary>, String, String), Error> {
+    match target {
+        Target::Certificate { namespace, name } => {
+            let certificate =
+                cache
+                    .read(|c| c.get(namespace, name))
+                    .ok_or_else(|| Error::NotFound {
+                        kind: "ServiceCertificate",
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    })?;
+            let secret_name = certificate.secret_name.clone();
+            Ok((vec![certificate], namespace.clone(), secret_name))
+        }
+        Target::Secret {
+            namespace,
+            secret_name,
+        } => {
+            let writers = cache.read(|c| c.writing(namespace, secret_name));
+            Ok((writers, namespace.clone(), secret_name.clone()))
+        }
+    }
+}
+
 /// The tonic service.
 #[derive(Debug, Clone)]
 pub struct ReportService {
-    reporter: Arc<Reporter>,
+    certificates: SharedCertificates,
+    delivery: Arc<Delivery>,
     guard: Arc<Guard>,
 }
 
 impl ReportService {
-    pub fn new(reporter: Arc<Reporter>, guard: Arc<Guard>) -> Self {
-        Self { reporter, guard }
+    pub fn new(
+        certificates: SharedCertificates,
+        delivery: Arc<Delivery>,
+        guard: Arc<Guard>,
+    ) -> Self {
+        Self {
+            certificates,
+            delivery,
+            guard,
+        }
+    }
+
+    /// Delivers `notice` to what `target` names; returns how many objects
+    /// it reached.
+    #[instrument(skip_all, fields(target = ?target, reason = notice.reason()))]
+    pub async fn reach(&self, target: &Target, notice: &Notice) -> Result<usize, Error> {
+        let (certificates, namespace, secret_name) = resolve(target, &self.certificates)?;
+        let certificates: Vec<_> = certificates
+            .iter()
+            .map(CertificateSummary::object_ref)
+            .collect();
+        let pods = self.delivery.consumers(&namespace, &secret_name);
+        self.delivery.deliver(&certificates, &pods, notice).await
     }
 
     /// Authenticate, check the request, authorize for its namespace, report;
@@ -164,7 +233,7 @@ impl ReportService {
         Span::current().record("caller", username);
         let (target, notice) = parse(request.get_ref(), username)?;
         self.guard.authorize(&caller, namespace_of(&target)).await?;
-        self.reporter.report(&target, &notice).await
+        self.reach(&target, &notice).await
     }
 }
 
@@ -179,7 +248,7 @@ impl ReporterApi for ReportService {
         &self,
         request: Request<ReportRequest>,
     ) -> Result<Response<ReportResponse>, Status> {
-        let metrics = self.reporter.metrics();
+        let metrics = self.delivery.metrics();
         match self.handle(&request).await {
             Ok(recipients) => {
                 metrics.report("ok");
@@ -459,6 +528,58 @@ mod tests {
             namespace: "shop".into(),
             name: "web".into(),
         };
+        assert_eq!(status(&err).code(), tonic::Code::NotFound);
+    }
+
+    fn cached(name: &str, secret_name: &str) -> CertificateSummary {
+        CertificateSummary {
+            namespace: "shop".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            secret_name: secret_name.into(),
+            observed_generation: None,
+            ready_since: None,
+            serial: None,
+            failure: None,
+            cleared: None,
+        }
+    }
+
+    #[test]
+    fn targets_are_found_in_the_certificate_cache() {
+        let cache = SharedCertificates::default();
+        cache.apply(kube::runtime::watcher::Event::Init);
+        for certificate in [cached("web", "web-tls"), cached("web-v2", "web-tls")] {
+            cache.apply(kube::runtime::watcher::Event::InitApply(certificate));
+        }
+        cache.apply(kube::runtime::watcher::Event::InitDone);
+        let certificate = Target::Certificate {
+            namespace: "shop".into(),
+            name: "web".into(),
+        };
+        let (found, namespace, secret) = resolve(&certificate, &cache).expect("cached");
+        assert_eq!(found, [cached("web", "web-tls")]);
+        assert_eq!((namespace.as_str(), secret.as_str()), ("shop", "web-tls"));
+
+        let secret = Target::Secret {
+            namespace: "shop".into(),
+            secret_name: "web-tls".into(),
+        };
+        let (writers, _, _) = resolve(&secret, &cache).expect("a Secret");
+        assert_eq!(writers.len(), 2);
+        let unwritten = Target::Secret {
+            namespace: "shop".into(),
+            secret_name: "plain".into(),
+        };
+        let (writers, _, secret) = resolve(&unwritten, &cache).expect("a Secret");
+        assert!(writers.is_empty(), "its consumers are still reached");
+        assert_eq!(secret, "plain");
+
+        let missing = Target::Certificate {
+            namespace: "shop".into(),
+            name: "api".into(),
+        };
+        let err = resolve(&missing, &cache).expect_err("not cached");
         assert_eq!(status(&err).code(), tonic::Code::NotFound);
     }
 }

@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use certflow_bus::ActiveFailures;
-use certflow_reporter::active::{self, SharedActive};
 use certflow_reporter::auth::Guard;
+use certflow_reporter::certificates::{self, SharedCertificates};
 use certflow_reporter::consumer::Consumer;
+use certflow_reporter::deliver::Delivery;
 use certflow_reporter::events::aggregate::AggregationSettings;
 use certflow_reporter::events::limit::RateLimit;
 use certflow_reporter::events::{EventWriter, MAX_WORD_BYTES, WriterSettings};
 use certflow_reporter::grpc::{self, ReportService};
-use certflow_reporter::metrics::Metrics;
-use certflow_reporter::observer::{KUBERNETES_DEPENDENCY, PodEvents, report_sizes};
+use certflow_reporter::late_pods::{KUBERNETES_DEPENDENCY, LatePods, PodEvents};
+use certflow_reporter::metrics::{Metrics, report_sizes};
+use certflow_reporter::outcomes::Outcomes;
 use certflow_reporter::pods::{self, SharedPodIndex};
-use certflow_reporter::report::Reporter;
 use certflow_runtime::{CommonArgs, Service, nats::NATS_DEPENDENCY, parse_duration};
 use clap::Parser;
 
@@ -30,7 +30,8 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
 
-    /// Watch Pods of this namespace only (default: all namespaces).
+    /// Watch Pods and ServiceCertificates of this namespace only (default:
+    /// all namespaces).
     #[arg(long, env = "CERTFLOW_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
 
@@ -90,22 +91,25 @@ async fn main() -> anyhow::Result<()> {
     let js = async_nats::jetstream::new(nats);
     let topology = service.topology()?;
     let streams = certflow_bus::ensure(&js, &topology).await?;
-    let failures = ActiveFailures::ensure(&js, &topology).await?;
     let publisher = certflow_bus::Publisher::new(js, topology.clone());
     let metrics = service.metrics().with_registry(Metrics::new);
 
-    // Active failures first: a Pod that appears must find them.
-    let active_copy = SharedActive::default();
-    let (caught_up, mut loaded) = tokio::sync::watch::channel(false);
-    let active_watch = tokio::spawn(active::watch(
-        failures.clone(),
-        active_copy.clone(),
-        caught_up,
-        shutdown.token(),
-    ));
+    // ServiceCertificates first: their status says which are failing, which
+    // a Pod that appears must find.
+    let certificates = SharedCertificates::default();
+    let (cache_synced, mut cache_ready) = tokio::sync::watch::channel(false);
+    let certificate_watch = tokio::spawn({
+        let namespace = args.watch_namespace.clone();
+        let client = client.clone();
+        let cache = certificates.clone();
+        let token = shutdown.token();
+        async move {
+            certificates::watch(client, namespace.as_deref(), cache, cache_synced, token).await;
+        }
+    });
     tokio::select! {
         () = shutdown.requested() => {}
-        loaded = loaded.wait_for(|loaded| *loaded) => { loaded.context("the active-failure watch stopped")?; }
+        synced = cache_ready.wait_for(|synced| *synced) => { synced.context("the ServiceCertificate watch stopped")?; }
     }
 
     let writer = EventWriter::new(
@@ -124,14 +128,13 @@ async fn main() -> anyhow::Result<()> {
         metrics.clone(),
     );
     let pod_index = SharedPodIndex::default();
-    let reporter = Arc::new(Reporter::new(
+    let delivery = Arc::new(Delivery::new(
         client.clone(),
         pod_index.clone(),
         writer.clone(),
-        failures,
-        active_copy.clone(),
         metrics.clone(),
     ));
+    let late_pods = Arc::new(LatePods::new(certificates.clone(), delivery.clone()));
 
     // Report callers are checked by the API server (TokenReview, then
     // SubjectAccessReview); always on.
@@ -139,10 +142,12 @@ async fn main() -> anyhow::Result<()> {
 
     // Then the Pods: outcomes need to know who consumes which Secret.
     let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
+    let (checked_tx, mut checked) = tokio::sync::watch::channel(false);
     let observer = Arc::new(PodEvents::new(
-        reporter.clone(),
+        late_pods,
         service.health().clone(),
         synced_tx,
+        checked_tx,
     ));
     let pod_watch = tokio::spawn({
         let namespace = args.watch_namespace.clone();
@@ -161,19 +166,25 @@ async fn main() -> anyhow::Result<()> {
     let flusher = tokio::spawn(writer.run_flusher(flusher_stop.clone()));
     let sizes = tokio::spawn(report_sizes(
         pod_index,
-        active_copy,
+        certificates.clone(),
         metrics,
         shutdown.token(),
     ));
     let (_, grpc_server) = grpc::serve(
         args.grpc_addr,
-        ReportService::new(reporter.clone(), guard),
+        ReportService::new(certificates.clone(), delivery.clone(), guard),
         shutdown.token(),
     )
     .await
     .with_context(|| format!("binding the gRPC Report API to {}", args.grpc_addr))?;
+    // Outcomes only once the Pods present at start-up know which failures
+    // were reported before (the rest, the outcomes will report).
+    tokio::select! {
+        () = shutdown.requested() => {}
+        _ = checked.wait_for(|checked| *checked) => {}
+    }
     let consumer = Consumer {
-        reporter,
+        outcomes: Arc::new(Outcomes::new(certificates, delivery)),
         consumer: streams.reporter,
         publisher,
         retry: topology.retry_policy().clone(),
@@ -196,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     pod_watch.abort();
-    active_watch.abort();
+    certificate_watch.abort();
     sizes.abort();
     service.stop().await?;
     Ok(())

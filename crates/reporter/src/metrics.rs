@@ -1,6 +1,10 @@
-//! The reporter's Prometheus metrics (prefixed `certflow_reporter_`).
+//! The reporter's Prometheus metrics (prefixed `certflow_reporter_`), and
+//! [`report_sizes`], which observes the Pod index and the ServiceCertificate
+//! cache and writes their sizes.
 
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,7 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::certificates::{CertificateIndex, SharedCertificates};
 use crate::events::EventType;
+use crate::pods::{PodIndex, SharedPodIndex};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Written {
@@ -45,6 +51,7 @@ pub struct Metrics {
     outcome_latency: Histogram,
     reports: Family<ResultLabel, Counter>,
     pods_indexed: Gauge,
+    certificates_cached: Gauge,
     active_failures: Gauge,
 }
 
@@ -61,6 +68,7 @@ impl Metrics {
             outcome_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             reports: Family::default(),
             pods_indexed: Gauge::default(),
+            certificates_cached: Gauge::default(),
             active_failures: Gauge::default(),
         };
         registry.register(
@@ -114,8 +122,13 @@ impl Metrics {
             metrics.pods_indexed.clone(),
         );
         registry.register(
+            "certificates_cached",
+            "ServiceCertificates in this replica's cache",
+            metrics.certificates_cached.clone(),
+        );
+        registry.register(
             "active_failures",
-            "Failures known to this replica's copy of the active-failure bucket",
+            "ServiceCertificates in this replica's cache whose status reports a failure (Ready not True, lastFailure set)",
             metrics.active_failures.clone(),
         );
         metrics
@@ -177,8 +190,31 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    pub fn set_active_failures(&self, count: usize) {
+    pub fn set_certificates(&self, cached: usize, failing: usize) {
+        self.certificates_cached
+            .set(i64::try_from(cached).unwrap_or(i64::MAX));
         self.active_failures
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
+            .set(i64::try_from(failing).unwrap_or(i64::MAX));
+    }
+}
+
+/// Publishes the size of the Pod index and of the ServiceCertificate cache
+/// every ten seconds until `shutdown`.
+pub async fn report_sizes(
+    pods: SharedPodIndex,
+    certificates: SharedCertificates,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        metrics.set_pods_indexed(pods.read(PodIndex::len));
+        let (cached, failing) =
+            certificates.read(|cache| (CertificateIndex::len(cache), cache.failing()));
+        metrics.set_certificates(cached, failing);
     }
 }

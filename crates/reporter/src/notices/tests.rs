@@ -94,63 +94,6 @@ fn an_issuance_names_the_secret_issuer_and_validity_and_what_it_resolved() {
 }
 
 #[test]
-fn an_issuance_resolves_only_failures_that_came_before_it() {
-    let issued = outcome(2, 100);
-    assert!(resolves(&issued, &outcome(1, 200)), "older generation");
-    assert!(
-        resolves(&issued, &outcome(2, 50)),
-        "same generation, earlier"
-    );
-    assert!(resolves(&issued, &outcome(2, 100)), "same instant");
-    assert!(
-        !resolves(&issued, &outcome(2, 150)),
-        "failed again afterwards"
-    );
-    assert!(!resolves(&issued, &outcome(3, 10)), "a newer spec failed");
-}
-
-fn scert(uid: &str, ready: Option<bool>) -> ServiceCertificate {
-    let mut scert = ServiceCertificate::new("web", certflow_api::ServiceCertificateSpec::default());
-    scert.metadata.uid = Some(uid.into());
-    if let Some(ready) = ready {
-        let status = if ready {
-            certflow_api::ConditionStatus::True
-        } else {
-            certflow_api::ConditionStatus::False
-        };
-        scert.status = Some(certflow_api::ServiceCertificateStatus {
-            conditions: vec![certflow_api::Condition::new(
-                certflow_api::condition::READY,
-                status,
-                "Test",
-                "test".to_owned(),
-            )],
-            ..Default::default()
-        });
-    }
-    scert
-}
-
-#[test]
-fn a_failure_holds_while_its_certificate_exists_and_is_not_ready() {
-    let failure = outcome(1, 10);
-    assert!(still_failing(&failure, Some(&scert("u-1", Some(false)))));
-    assert!(
-        still_failing(&failure, Some(&scert("u-1", None))),
-        "no status yet"
-    );
-    assert!(
-        !still_failing(&failure, Some(&scert("u-1", Some(true)))),
-        "Ready"
-    );
-    assert!(
-        !still_failing(&failure, Some(&scert("u-2", Some(false)))),
-        "re-created"
-    );
-    assert!(!still_failing(&failure, None), "deleted");
-}
-
-#[test]
 fn certflows_own_reason_words_are_reserved_whatever_their_case() {
     for reason in certflow_diagnostics::Reason::ALL {
         let word = reason.as_str();
