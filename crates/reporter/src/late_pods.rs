@@ -3,8 +3,9 @@
 //! the current Warning on Pods that start consuming a failing Secret after
 //! the failure was reported, and on their workloads, and health (the
 //! `kubernetes` dependency is ready while the Pod index is in sync); keeps
-//! nothing of its own and never reads a Secret or the API for a
-//! ServiceCertificate.
+//! nothing of its own; reads Events by name only when its replica starts
+//! (was this failure reported, was this Pod told); never reads a Secret or
+//! the API for a ServiceCertificate.
 //!
 //! "Failing" is what the ServiceCertificate's status says now
 //! ([`crate::certificates::active_failure`]), whichever replica reported the
