@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries from the Go module proxy:
-# etcd, kube-apiserver, kube-controller-manager, kubectl and nats-server.
+# etcd, kube-apiserver, kube-controller-manager, kubectl and nats-server, and
+# helm (which renders and lints deploy/helm/certflow).
 #
 # Versions come from scripts/tool-versions.env. Binaries are cached per version
-# set under ${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools/<versions>/bin and a
-# binary already there is not rebuilt. Nothing is written inside the repository.
+# set under ${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools/<versions>/bin, helm
+# on its own under .../certflow/tools/helm-<HELM_VERSION>/bin (so changing its
+# version never rebuilds the others), and a binary already there is not
+# rebuilt. Nothing is written inside the repository.
 #
-# Usage: scripts/install-tools.sh          build what is missing
-#        scripts/install-tools.sh --print  print the bin directory and exit
+# Usage: scripts/install-tools.sh               build what is missing
+#        scripts/install-tools.sh --print       print the bin directory and exit
+#        scripts/install-tools.sh --print-helm  print the helm binary's path and exit
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,9 +23,14 @@ tag="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_nats-${NATS_SERVER_VERSION}"
 prefix="$cache_root/$tag"
 bin="$prefix/bin"
 work="$prefix/work"
+helm_bin="$cache_root/helm-${HELM_VERSION}/bin"
 
 if [[ "${1:-}" == "--print" ]]; then
   echo "$bin"
+  exit 0
+fi
+if [[ "${1:-}" == "--print-helm" ]]; then
+  echo "$helm_bin/helm"
   exit 0
 fi
 
@@ -29,7 +38,7 @@ log() { printf '[install-tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
 command -v go >/dev/null || die "go is not on PATH; install Go 1.26 (e.g. apt-get install golang-go, or from the Go toolchain image)"
-mkdir -p "$bin" "$work"
+mkdir -p "$bin" "$work" "$helm_bin"
 export GOFLAGS="-mod=mod"
 export CGO_ENABLED=0
 
@@ -117,12 +126,25 @@ GO
   ) || die "building Kubernetes $v in $dir (see the go output above)"
 }
 
+build_helm() {
+  [[ -x "$helm_bin/helm" ]] && return 0
+  log "building helm $HELM_VERSION"
+  # helm's go.mod has no replace directives, so `go install` works; the -X
+  # flag makes `helm version` report the full pinned version.
+  GOBIN="$helm_bin" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
+    "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" \
+    || die "go install helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+}
+
 start=$(date +%s)
 build_nats
 build_etcd
 build_kubernetes
+build_helm
 for b in etcd kube-apiserver kube-controller-manager kubectl nats-server; do
   have "$b" || die "$b missing from $bin after the build"
 done
+[[ -x "$helm_bin/helm" ]] || die "helm missing from $helm_bin after the build"
 log "tools ready in $bin ($(($(date +%s) - start))s)"
 echo "$bin"
