@@ -3,8 +3,8 @@
 # deploy/optional/prometheus): templates/*.yaml, crds/*.yaml and values.yaml.
 # Run it after changing anything under deploy/base or deploy/optional;
 # tests/e2e/helm.rs fails until the committed chart is what this writes.
-# The hand-written files (Chart.yaml, templates/_helpers.tpl,
-# templates/prometheusrule.yaml, README.md) are left alone.
+# The hand-written files (Chart.yaml, templates/_helpers.tpl, README.md) are
+# left alone.
 #
 # Usage: scripts/generate-helm-chart.sh
 set -euo pipefail

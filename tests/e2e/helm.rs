@@ -281,8 +281,12 @@ fn with_the_default_values_the_chart_renders_the_base_and_its_options() {
         kustomize(env, "deploy/optional/prometheus")
     );
     assert_same_objects(
-        "KEDA and ServiceMonitor on",
-        &helm_template(&["keda.enabled=true", "serviceMonitor.enabled=true"]),
+        "KEDA, ServiceMonitor and PrometheusRule on",
+        &helm_template(&[
+            "keda.enabled=true",
+            "serviceMonitor.enabled=true",
+            "prometheusRule.enabled=true",
+        ]),
         &with_options,
     );
 }
@@ -320,17 +324,7 @@ fn relocated_the_chart_equals_the_relocated_base_and_neither_names_certflow_syst
         assert!(chart.contains(needle), "the chart lacks {needle}");
         assert!(relocated.contains(needle), "the overlay lacks {needle}");
     }
-    // The PrometheusRule has no kustomize counterpart.
-    let without_rule: Vec<&str> = chart
-        .split("\n---\n")
-        .filter(|document| !document.contains("kind: PrometheusRule"))
-        .collect();
-    assert_eq!(
-        without_rule.len() + 1,
-        chart.split("\n---\n").count(),
-        "prometheusRule.enabled renders one PrometheusRule"
-    );
-    assert_same_objects("namespace=pki", &without_rule.join("\n---\n"), &relocated);
+    assert_same_objects("namespace=pki", &chart, &relocated);
 }
 
 #[test]
@@ -396,31 +390,6 @@ fn the_values_reach_the_objects() {
     assert!(
         nats.is_empty(),
         "external NATS and no Namespace, yet rendered {nats:?}"
-    );
-}
-
-#[test]
-fn every_metric_the_prometheus_rule_names_is_one_the_services_export() {
-    let rule = std::fs::read_to_string(
-        repo_root()
-            .join(CHART)
-            .join("templates/prometheusrule.yaml"),
-    )
-    .expect("the rule template");
-    let metrics_doc =
-        std::fs::read_to_string(repo_root().join("docs/metrics.md")).expect("docs/metrics.md");
-    let named: Vec<&str> = rule
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|word| word.starts_with("certflow_"))
-        .collect();
-    assert!(named.len() >= 4, "the rules name {named:?}");
-    let unknown: Vec<&&str> = named
-        .iter()
-        .filter(|metric| !metrics_doc.contains(&format!("`{metric}`")))
-        .collect();
-    assert!(
-        unknown.is_empty(),
-        "the PrometheusRule names metrics docs/metrics.md does not list: {unknown:?}"
     );
 }
 
