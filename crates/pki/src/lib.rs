@@ -1,11 +1,13 @@
-//! Certificate logic for certflow, with no I/O, no Kubernetes and no async:
-//! generating keys ([`PrivateKey`]), loading or generating a CA
-//! ([`Authority`]), signing leaf certificates and name-constrained sub-CA
-//! certificates from a [`LeafRequest`], cross-signing a successor CA so
-//! trust survives a rotation ([`Authority::cross_sign`]), and [`inspect`]ing
-//! the `tls.crt` / `tls.key` / `ca.crt` of a Secret so callers can decide
-//! whether it needs reissuing. It consumes PEM bytes and returns PEM strings;
-//! reading and writing Secrets is the signer's and watcher's job.
+//! Certificate logic for certflow, with no I/O and no async: generating
+//! keys ([`PrivateKey`]), loading or generating a CA ([`Authority`]),
+//! signing leaf certificates and name-constrained sub-CA certificates from a
+//! [`LeafRequest`], cross-signing a successor CA so trust survives a
+//! rotation ([`Authority::cross_sign`]), [`inspect`]ing the `tls.crt` /
+//! `tls.key` / `ca.crt` of a Secret, and [`assess`]ing whether a
+//! ServiceCertificate's Secret is still good: the one rule the watcher and
+//! the signer both apply. It consumes PEM bytes and returns PEM strings;
+//! `assess` alone reads Kubernetes objects, as plain data handed to it.
+//! Reading and writing Secrets is the signer's and watcher's job.
 //!
 //! It never issues an unconstrained CA: every CA certificate from
 //! [`Authority::issue`] has pathLenConstraint 0 and a critical
@@ -24,6 +26,7 @@
 //! to the caller.
 #![forbid(unsafe_code)]
 
+mod assess;
 mod authority;
 mod constraints;
 mod encoding;
@@ -32,6 +35,7 @@ mod inspect;
 mod key;
 mod request;
 
+pub use assess::{Foreign, Found, Verdict, assess, renewal_time};
 pub use authority::{Authority, GeneratedCa, Issued};
 pub use constraints::NameConstraints;
 pub use error::PkiError;

@@ -1,17 +1,18 @@
 //! Decides what a work item needs, from the ServiceCertificate, the Secret
-//! that exists now and the issuing CA. Pure: no I/O, so every branch is
-//! tested directly.
+//! that exists now and the issuing CA. Whether that Secret is still good is
+//! [`certflow_pki::assess`]'s verdict, the same the watcher acts on; this
+//! module turns it into the signer's plan: issue (and with which key),
+//! keep, or refuse. Pure: no I/O, so every branch is tested directly.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use certflow_api::labels;
-use certflow_api::secret::{CA_CERT_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
+use certflow_api::secret::TLS_PRIVATE_KEY_KEY;
 use certflow_api::{RotationPolicy, ServiceCertificate};
 use certflow_diagnostics::Violation;
-use certflow_pki::Inspection;
+use certflow_pki::{Foreign, Found, Inspection, Verdict};
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt as _;
+
+pub use certflow_pki::renewal_time;
 
 /// What to do for one ServiceCertificate.
 #[derive(Debug)]
@@ -34,7 +35,11 @@ pub enum Plan {
 pub enum IssueReason {
     SecretMissing,
     Unreadable,
+    /// `tls.key` is not the certificate's key, or no `ca.crt` certificate
+    /// signed it.
     KeyMismatch,
+    /// The serial annotation does not name the Secret's certificate.
+    SerialDiffers,
     SpecChanged,
     IssuerChanged,
     RenewalDue,
@@ -47,17 +52,13 @@ impl IssueReason {
             Self::SecretMissing => "secret_missing",
             Self::Unreadable => "secret_unreadable",
             Self::KeyMismatch => "key_mismatch",
+            Self::SerialDiffers => "serial_differs",
             Self::SpecChanged => "spec_changed",
             Self::IssuerChanged => "issuer_changed",
             Self::RenewalDue => "renewal_due",
             Self::NamesDiffer => "names_differ",
         }
     }
-}
-
-/// Whether `secret` is one certflow created (its managed label).
-pub fn is_managed(secret: &Secret) -> bool {
-    secret.labels().get(labels::MANAGED).map(String::as_str) == Some(labels::MANAGED_VALUE)
 }
 
 /// Decides what `scert` needs, given the `secret` that exists now (if any),
@@ -68,135 +69,59 @@ pub fn plan(
     ca_fingerprint: &str,
     now: SystemTime,
 ) -> Plan {
-    let Some(secret) = secret else {
-        return issue(IssueReason::SecretMissing, None);
-    };
     let secret_name = &scert.spec.secret_name;
-    if !is_managed(secret) {
-        return Plan::Refuse(certflow_diagnostics::secret_conflict(secret_name));
-    }
-    let owner = secret
-        .annotations()
-        .get(labels::SERVICE_CERTIFICATE)
-        .cloned()
-        .unwrap_or_default();
-    // A ServiceCertificate deleted and re-created under the same name takes
-    // its Secret back; another name never does.
-    if owner != scert.name_any() {
-        return Plan::Refuse(certflow_diagnostics::secret_owned_by_other(
-            secret_name,
-            &owner,
-        ));
-    }
-    let data = secret_bytes(secret);
-    let Ok(inspection) = certflow_pki::inspect(
-        data.get(TLS_CERT_KEY).map_or(&[], Vec::as_slice),
-        data.get(TLS_PRIVATE_KEY_KEY).map_or(&[], Vec::as_slice),
-        data.get(CA_CERT_KEY).map_or(&[], Vec::as_slice),
-    ) else {
-        return issue(IssueReason::Unreadable, None);
+    let verdict = certflow_pki::assess(scert, secret, Some(ca_fingerprint), now);
+    let why = match &verdict {
+        Verdict::Good(found) => return Plan::UpToDate(found.inspection.clone()),
+        Verdict::Foreign(Foreign::Unmanaged) => {
+            return Plan::Refuse(certflow_diagnostics::secret_conflict(secret_name));
+        }
+        Verdict::Foreign(Foreign::OwnedBy(owner)) => {
+            return Plan::Refuse(certflow_diagnostics::secret_owned_by_other(
+                secret_name,
+                owner,
+            ));
+        }
+        Verdict::Missing => IssueReason::SecretMissing,
+        Verdict::Unreadable => IssueReason::Unreadable,
+        Verdict::KeyMismatch | Verdict::NotSignedByCa => IssueReason::KeyMismatch,
+        Verdict::SerialAnnotationDiffers(_) => IssueReason::SerialDiffers,
+        Verdict::OtherGeneration(_) => IssueReason::SpecChanged,
+        Verdict::NamesDiffer(_) => IssueReason::NamesDiffer,
+        Verdict::IssuerChanged { .. } => IssueReason::IssuerChanged,
+        Verdict::RenewalDue(_) => IssueReason::RenewalDue,
     };
-    let reusable = reusable_key(scert, &inspection, &data);
-    if !inspection.key_matches || !inspection.signed_by_ca {
-        return issue(IssueReason::KeyMismatch, None);
-    }
-    let generation = secret
-        .annotations()
-        .get(labels::GENERATION)
-        .and_then(|g| g.parse::<i64>().ok());
-    if generation != scert.metadata.generation {
-        return issue(IssueReason::SpecChanged, reusable);
-    }
-    if inspection.ca_fingerprint.as_deref() != Some(ca_fingerprint) {
-        return issue(IssueReason::IssuerChanged, reusable);
-    }
-    if !names_match(scert, &inspection) {
-        return issue(IssueReason::NamesDiffer, reusable);
-    }
-    if now >= renewal_time(scert, inspection.not_before, inspection.not_after) {
-        return issue(IssueReason::RenewalDue, reusable);
-    }
-    Plan::UpToDate(inspection)
-}
-
-fn issue(why: IssueReason, reuse_key: Option<String>) -> Plan {
+    // Only a key that belongs to a certificate a CA in ca.crt signed is
+    // kept; `found` is absent for every other Secret.
+    let reuse_key = verdict
+        .found()
+        .zip(secret)
+        .and_then(|(found, secret)| reusable_key(scert, found, secret));
     Plan::Issue { why, reuse_key }
-}
-
-/// When the certificate is renewed: `renewBefore` ahead of expiry, falling
-/// back to a third of its lifetime when the spec's value cannot be used.
-pub fn renewal_time(
-    scert: &ServiceCertificate,
-    not_before: SystemTime,
-    not_after: SystemTime,
-) -> SystemTime {
-    let lifetime = not_after.duration_since(not_before).unwrap_or_default();
-    let renew_before = scert
-        .spec
-        .effective_renew_before()
-        .ok()
-        .filter(|before| *before < lifetime)
-        .unwrap_or(lifetime / 3);
-    not_after - renew_before
 }
 
 /// The existing key, when the spec asks never to rotate it and it still has
 /// the requested algorithm and size.
-fn reusable_key(
-    scert: &ServiceCertificate,
-    inspection: &Inspection,
-    data: &BTreeMap<String, Vec<u8>>,
-) -> Option<String> {
-    if scert.spec.rotation_policy() != RotationPolicy::Never || !inspection.key_matches {
+fn reusable_key(scert: &ServiceCertificate, found: &Found, secret: &Secret) -> Option<String> {
+    if scert.spec.rotation_policy() != RotationPolicy::Never || !found.inspection.key_matches {
         return None;
     }
     let wanted = crate::request::key_spec(&scert.spec);
-    (inspection.key_spec == Some(wanted))
-        .then(|| data.get(TLS_PRIVATE_KEY_KEY))
-        .flatten()
-        .and_then(|pem| String::from_utf8(pem.clone()).ok())
-}
-
-fn names_match(scert: &ServiceCertificate, inspection: &Inspection) -> bool {
-    let spec = &scert.spec;
-    let sorted = |v: &[String]| {
-        let mut v = v.to_vec();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let ips: Vec<String> = inspection
-        .ip_addresses
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let wanted_ips: Vec<String> = spec
-        .ip_addresses
-        .iter()
-        .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
-        .map(|ip| ip.to_string())
-        .collect();
-    inspection.common_name == spec.common_name
-        && sorted(&inspection.dns_names) == sorted(&spec.dns_names)
-        && sorted(&ips) == sorted(&wanted_ips)
-        && sorted(&inspection.uris) == sorted(&spec.uris)
-        && sorted(&inspection.email_addresses) == sorted(&spec.email_addresses)
-}
-
-fn secret_bytes(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(key, value)| (key.clone(), value.0.clone()))
-        .collect()
+    if found.inspection.key_spec != Some(wanted) {
+        return None;
+    }
+    let pem = secret.data.as_ref()?.get(TLS_PRIVATE_KEY_KEY)?;
+    String::from_utf8(pem.0.clone()).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use certflow_api::labels;
+    use certflow_api::secret::{CA_CERT_KEY, TLS_CERT_KEY};
     use certflow_pki::KeySpec;
+    use kube::ResourceExt as _;
 
     use super::*;
     use crate::request::tests::{fixture_scert, issued_secret};
@@ -359,5 +284,95 @@ mod tests {
             panic!("expected issue")
         };
         assert!(reuse_key.is_some_and(|pem| pem.contains("PRIVATE KEY")));
+    }
+
+    fn never_rotated() -> ServiceCertificate {
+        let mut scert = fixture_scert();
+        scert.spec.private_key = Some(certflow_api::PrivateKeySpec {
+            rotation_policy: Some(RotationPolicy::Never),
+            ..Default::default()
+        });
+        scert
+    }
+
+    #[test]
+    fn a_leaf_no_ca_in_ca_crt_signed_is_reissued_with_a_new_key() {
+        let scert = never_rotated();
+        let ca = authority();
+        let mut secret = issued_secret(&scert, &ca);
+        secret.data.get_or_insert_default().insert(
+            CA_CERT_KEY.into(),
+            k8s_openapi::ByteString(authority().cert_pem().as_bytes().to_vec()),
+        );
+        let plan = plan(&scert, Some(&secret), ca.fingerprint(), SystemTime::now());
+        assert!(
+            matches!(
+                plan,
+                Plan::Issue {
+                    why: IssueReason::KeyMismatch,
+                    reuse_key: None
+                }
+            ),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn an_unparseable_secret_is_reissued_with_a_new_key() {
+        let scert = never_rotated();
+        let ca = authority();
+        let mut secret = issued_secret(&scert, &ca);
+        secret.data.get_or_insert_default().insert(
+            TLS_CERT_KEY.into(),
+            k8s_openapi::ByteString(b"not a certificate".to_vec()),
+        );
+        let plan = plan(&scert, Some(&secret), ca.fingerprint(), SystemTime::now());
+        assert!(
+            matches!(
+                plan,
+                Plan::Issue {
+                    why: IssueReason::Unreadable,
+                    reuse_key: None
+                }
+            ),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn an_edited_serial_annotation_is_reissued_keeping_a_never_rotated_key() {
+        let scert = never_rotated();
+        let ca = authority();
+        let mut secret = issued_secret(&scert, &ca);
+        secret
+            .annotations_mut()
+            .insert(labels::SERIAL.into(), "01".into());
+        let plan = plan(&scert, Some(&secret), ca.fingerprint(), SystemTime::now());
+        let Plan::Issue { why, reuse_key } = plan else {
+            panic!("expected issue, got {plan:?}")
+        };
+        assert_eq!(why, IssueReason::SerialDiffers);
+        assert!(reuse_key.is_some());
+    }
+
+    #[test]
+    fn a_never_rotated_key_of_another_algorithm_is_not_reused() {
+        let mut scert = never_rotated();
+        let ca = authority();
+        let secret = issued_secret(&scert, &ca);
+        scert.metadata.generation = Some(2);
+        scert.spec.private_key.get_or_insert_default().algorithm =
+            Some(certflow_api::KeyAlgorithm::Ed25519);
+        let plan = plan(&scert, Some(&secret), ca.fingerprint(), SystemTime::now());
+        assert!(
+            matches!(
+                plan,
+                Plan::Issue {
+                    why: IssueReason::SpecChanged,
+                    reuse_key: None
+                }
+            ),
+            "{plan:?}"
+        );
     }
 }

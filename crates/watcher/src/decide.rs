@@ -1,12 +1,18 @@
 //! Whether a ServiceCertificate needs a work item, and which. Pure: the
 //! controller feeds it cached objects and the clock, so every trigger is
 //! tested without a cluster.
+//!
+//! Whether the Secret is still good is [`certflow_pki::assess`]'s verdict,
+//! the one the signer acts on too; the watcher knows the CA only from the
+//! CertificateAuthority's status (its fingerprint, and when previous key
+//! pairs were retired). What is the watcher's own: the status it compares
+//! the Secret with (generation, Ready, serial), when a re-issue after a CA
+//! key pair change takes its turn, and the de-duplication ids.
 
 use std::time::{Duration, SystemTime};
 
-use certflow_api::labels;
-use certflow_api::secret::{CA_CERT_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
 use certflow_api::{CertificateAuthority, Condition, NOT_BEFORE_BACKDATE, ServiceCertificate};
+use certflow_pki::{Found, Verdict};
 use certflow_proto::v1::Trigger;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt as _;
@@ -77,56 +83,74 @@ pub fn decide(scert: &ServiceCertificate, observed: Observed<'_>) -> Decision {
     }
 
     let serial = status.serial_number.clone().unwrap_or_default();
-    let Some(secret) = observed.secret else {
-        return publish(
-            Trigger::SecretMissing,
-            format!("{uid}/{generation}/secret-missing/{serial}"),
-            "the Secret does not exist",
-        );
-    };
-    let secret_version = secret.resource_version().unwrap_or_default();
-    if let Some(problem) = secret_problem(secret, &serial) {
-        if let Some(until) = status_catching_up(secret, generation, observed.now) {
-            return Decision::WaitUntil(until);
-        }
-        return publish(
+    let current_ca = observed
+        .issuer
+        .and_then(|ca| ca.status.as_ref()?.fingerprint.as_deref());
+    let verdict = certflow_pki::assess(scert, observed.secret, current_ca, observed.now);
+    let secret_version = observed
+        .secret
+        .and_then(|secret| secret.resource_version())
+        .unwrap_or_default();
+    let repair = |detail: &str| {
+        publish(
             Trigger::SecretInvalid,
             format!("{uid}/{generation}/repair/{secret_version}"),
-            problem,
-        );
-    }
-    // Re-issues after a CA key pair change are spread over the first half
-    // of its overlap; until an object's turn, only renewal may come first.
-    let mut issuer_turn = None;
-    if let Some(ca) = observed.issuer
-        && let Some(current) = ca.status.as_ref().and_then(|s| s.fingerprint.clone())
+            detail,
+        )
+    };
+    if let Some(found) = verdict.intact()
+        && found.inspection.serial != serial
     {
-        // ca.crt starts with the CA that signed (the signer puts previous
-        // CAs after it), so its first certificate says which CA that was.
-        let signed_by = secret_bytes(secret, CA_CERT_KEY)
-            .and_then(|pem| certflow_pki::fingerprint_pem(pem).ok());
-        if signed_by.as_deref() != Some(current.as_str()) {
-            match reissue_turn(&uid, ca, signed_by.as_deref()) {
-                Some(turn) if observed.now < turn => issuer_turn = Some(turn),
-                _ => {
-                    return publish(
-                        Trigger::IssuerChanged,
-                        format!("{uid}/{generation}/issuer/{current}"),
-                        "the CertificateAuthority's key pair changed",
-                    );
-                }
+        if let Some(until) = status_catching_up(found, observed.now) {
+            return Decision::WaitUntil(until);
+        }
+        return repair("tls.crt is not the certificate status names");
+    }
+    match &verdict {
+        Verdict::Missing => publish(
+            Trigger::SecretMissing,
+            format!("{uid}/{generation}/secret-missing/{serial}"),
+            verdict.describe(),
+        ),
+        Verdict::Foreign(_)
+        | Verdict::Unreadable
+        | Verdict::KeyMismatch
+        | Verdict::NotSignedByCa
+        | Verdict::SerialAnnotationDiffers(_)
+        | Verdict::OtherGeneration(_)
+        | Verdict::NamesDiffer(_) => repair(verdict.describe()),
+        Verdict::IssuerChanged { found, signed_by } => {
+            // Re-issues after a CA key pair change are spread over the
+            // first half of its overlap; until an object's turn, only
+            // renewal may come first.
+            let turn = observed
+                .issuer
+                .and_then(|ca| reissue_turn(&uid, ca, Some(signed_by)))
+                .filter(|turn| observed.now < *turn);
+            match turn {
+                Some(_) if observed.now >= found.renewal => renew(&uid, generation, &serial),
+                Some(turn) => Decision::WaitUntil(turn.min(found.renewal)),
+                None => publish(
+                    Trigger::IssuerChanged,
+                    format!(
+                        "{uid}/{generation}/issuer/{}",
+                        current_ca.unwrap_or_default()
+                    ),
+                    verdict.describe(),
+                ),
             }
         }
+        Verdict::RenewalDue(_) => renew(&uid, generation, &serial),
+        Verdict::Good(found) => Decision::WaitUntil(found.renewal),
     }
-    match status.renewal_time.as_ref().map(|t| SystemTime::from(t.0)) {
-        Some(renewal) if observed.now >= renewal => publish(
-            Trigger::RenewalDue,
-            format!("{uid}/{generation}/renew/{serial}"),
-            "the renewal time has come",
-        ),
-        Some(renewal) => Decision::WaitUntil(issuer_turn.map_or(renewal, |turn| turn.min(renewal))),
-        None => issuer_turn.map_or(Decision::Idle, Decision::WaitUntil),
-    }
+}
+
+fn renew(uid: &str, generation: i64, serial: &str) -> Decision {
+    publish(
+        Trigger::RenewalDue,
+        format!("{uid}/{generation}/renew/{serial}"),
+        "the renewal time has come",
+    )
 }
 
 /// When a certificate signed by a previous CA is re-issued after the key
@@ -161,59 +185,20 @@ fn stable_hash(text: &str) -> u64 {
     })
 }
 
-/// Why the Secret no longer holds what the signer wrote, if it doesn't.
-fn secret_problem(secret: &Secret, serial: &str) -> Option<String> {
-    if secret.annotations().get(labels::SERIAL).map(String::as_str) != Some(serial) {
-        return Some("the Secret's serial annotation differs from status".to_owned());
-    }
-    let inspection = certflow_pki::inspect(
-        secret_bytes(secret, TLS_CERT_KEY).unwrap_or_default(),
-        secret_bytes(secret, TLS_PRIVATE_KEY_KEY).unwrap_or_default(),
-        secret_bytes(secret, CA_CERT_KEY).unwrap_or_default(),
-    );
-    match inspection {
-        Err(_) => Some("the Secret's certificate or key cannot be parsed".to_owned()),
-        Ok(found) if !found.key_matches => Some("tls.key does not match tls.crt".to_owned()),
-        Ok(found) if found.serial != serial => {
-            Some("tls.crt is not the certificate certflow issued".to_owned())
-        }
-        Ok(_) => None,
-    }
-}
-
 /// How long a Secret may hold a newer certificate than status names before
 /// the watcher treats it as needing repair.
 const STATUS_WRITE_GRACE: Duration = Duration::from_secs(30);
 
 /// The signer writes the Secret first and status second. In between, the
-/// Secret holds an intact certificate for this generation that status does
-/// not name yet, and the signer's work item stays unacknowledged until
-/// status is written, so publishing a repair would only make the signer read
-/// both objects again. Until `STATUS_WRITE_GRACE` after the moment of issue
-/// (the signer backdates notBefore by at most `NOT_BEFORE_BACKDATE`),
-/// returns when to look again.
-fn status_catching_up(secret: &Secret, generation: i64, now: SystemTime) -> Option<SystemTime> {
-    let annotations = secret.annotations();
-    if annotations.get(labels::GENERATION)? != &generation.to_string() {
-        return None;
-    }
-    let found = certflow_pki::inspect(
-        secret_bytes(secret, TLS_CERT_KEY)?,
-        secret_bytes(secret, TLS_PRIVATE_KEY_KEY)?,
-        secret_bytes(secret, CA_CERT_KEY)?,
-    )
-    .ok()?;
-    let intact = found.key_matches && annotations.get(labels::SERIAL) == Some(&found.serial);
-    let until = found.not_before + NOT_BEFORE_BACKDATE + STATUS_WRITE_GRACE;
-    (intact && now < until).then_some(until)
-}
-
-fn secret_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
-    secret
-        .data
-        .as_ref()?
-        .get(key)
-        .map(|value| value.0.as_slice())
+/// Secret holds an intact certificate for this generation (`found`) that
+/// status does not name yet, and the signer's work item stays
+/// unacknowledged until status is written, so publishing a repair would
+/// only make the signer read both objects again. Until
+/// `STATUS_WRITE_GRACE` after the moment of issue (the signer backdates
+/// notBefore by at most `NOT_BEFORE_BACKDATE`), returns when to look again.
+fn status_catching_up(found: &Found, now: SystemTime) -> Option<SystemTime> {
+    let until = found.inspection.not_before + NOT_BEFORE_BACKDATE + STATUS_WRITE_GRACE;
+    (now < until).then_some(until)
 }
 
 fn publish(trigger: Trigger, dedup_id: String, detail: impl Into<String>) -> Decision {

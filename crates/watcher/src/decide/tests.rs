@@ -1,12 +1,15 @@
 use std::time::{Duration, SystemTime};
 
 use certflow_api::condition::READY;
+use certflow_api::labels;
+use certflow_api::secret::{CA_CERT_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
+use certflow_api::{CertificateAuthority, NOT_BEFORE_BACKDATE};
 use certflow_api::{
     CertificateAuthoritySpec, CertificateAuthorityStatus, Condition, ConditionStatus,
     PreviousAuthority, RotationSpec, ServiceCertificate, ServiceCertificateSpec,
     ServiceCertificateStatus,
 };
-use certflow_pki::{Authority, KeySpec, LeafRequest, PrivateKey};
+use certflow_pki::{Authority, Issued, KeySpec, LeafRequest, PrivateKey};
 use certflow_proto::v1::Trigger;
 use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -125,27 +128,28 @@ fn the_dedup_id_is_the_same_for_every_watcher_that_sees_the_same_situation() {
 }
 
 fn test_ca() -> Authority {
-    Authority::generate("test CA", KeySpec::EcdsaP256, Duration::from_secs(86_400))
+    Authority::generate("test CA", KeySpec::EcdsaP256, 100 * DAY)
         .expect("CA")
         .0
 }
 
+/// How long the fixtures' certificates are valid: the spec's default, so
+/// they renew with a third of it (30 days) left.
+const LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+
 /// A managed Secret as the signer writes it for generation 3, holding a
-/// certificate issued at `issued`; returns it with the certificate's serial.
-fn issued_secret(issued: SystemTime) -> (Secret, String) {
+/// certificate issued at `issued`; returns it with the certificate.
+fn issued_secret(issued: SystemTime) -> (Secret, Issued) {
     issued_by(&test_ca(), issued)
 }
 
 /// Like [`issued_secret`], signed by `authority`, notBefore backdated as
 /// the signer does.
-fn issued_by(authority: &Authority, issued: SystemTime) -> (Secret, String) {
+fn issued_by(authority: &Authority, issued: SystemTime) -> (Secret, Issued) {
     let key = PrivateKey::generate(KeySpec::EcdsaP256).expect("key");
     let request = LeafRequest {
         dns_names: vec!["web.shop.svc".into()],
-        ..LeafRequest::new(
-            issued - NOT_BEFORE_BACKDATE,
-            issued + Duration::from_secs(3600),
-        )
+        ..LeafRequest::new(issued - NOT_BEFORE_BACKDATE, issued + LIFETIME)
     };
     let cert = authority.issue(&request, &key).expect("issue");
     let data = [
@@ -157,6 +161,7 @@ fn issued_by(authority: &Authority, issued: SystemTime) -> (Secret, String) {
     .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
     .collect();
     let annotations = [
+        (labels::SERVICE_CERTIFICATE.to_owned(), "web".to_owned()),
         (labels::SERIAL.to_owned(), cert.serial.clone()),
         (labels::GENERATION.to_owned(), "3".to_owned()),
     ]
@@ -165,13 +170,27 @@ fn issued_by(authority: &Authority, issued: SystemTime) -> (Secret, String) {
         metadata: ObjectMeta {
             name: Some("web-tls".into()),
             resource_version: Some("7".into()),
+            labels: Some([(labels::MANAGED.to_owned(), labels::MANAGED_VALUE.to_owned())].into()),
             annotations: Some(annotations),
             ..ObjectMeta::default()
         },
         data: Some(data),
         ..Secret::default()
     };
-    (secret, cert.serial)
+    (secret, cert)
+}
+
+/// When `cert` is renewed, by the one rule.
+fn renewal_of(scert: &ServiceCertificate, cert: &Issued) -> SystemTime {
+    certflow_pki::renewal_time(scert, cert.not_before, cert.not_after)
+}
+
+/// `scert` Ready, with status naming `cert`.
+fn naming(scert: ServiceCertificate, cert: &Issued) -> ServiceCertificate {
+    let renewal = renewal_of(&scert, cert);
+    let mut scert = ready(scert, renewal);
+    scert.status.as_mut().expect("status").serial_number = Some(cert.serial.clone());
+    scert
 }
 
 fn seeing(secret: &Secret, now: SystemTime) -> Observed<'_> {
@@ -221,12 +240,134 @@ fn a_secret_for_an_older_generation_is_repaired_at_once() {
 #[test]
 fn an_intact_secret_status_names_is_waited_on_until_renewal() {
     let now = SystemTime::now();
-    let renewal = now + Duration::from_secs(3600);
-    let mut scert = ready(scert(), renewal);
-    let (secret, serial) = issued_secret(now - Duration::from_secs(5));
-    scert.status.as_mut().expect("status").serial_number = Some(serial);
-    let seen = seeing(&secret, now);
-    assert!(matches!(decide(&scert, seen), Decision::WaitUntil(_)));
+    let (secret, cert) = issued_secret(now - Duration::from_secs(5));
+    let scert = naming(scert(), &cert);
+    let renewal = renewal_of(&scert, &cert);
+    assert!(renewal > now + 59 * DAY, "a third of 90 days before expiry");
+    assert_eq!(
+        decide(&scert, seeing(&secret, now)),
+        Decision::WaitUntil(renewal)
+    );
+}
+
+#[test]
+fn an_intact_secret_whose_renewal_time_has_come_is_published_as_renewal_due() {
+    let now = SystemTime::now();
+    let (secret, cert) = issued_secret(now - 61 * DAY);
+    let scert = naming(scert(), &cert);
+    assert_eq!(
+        decide(&scert, seeing(&secret, now)),
+        Decision::Publish {
+            trigger: Trigger::RenewalDue,
+            dedup_id: format!("uid-1/3/renew/{}", cert.serial),
+            detail: "the renewal time has come".into(),
+        }
+    );
+}
+
+#[test]
+fn a_secret_status_names_but_certflow_did_not_create_is_left_to_the_signer_to_refuse() {
+    let now = SystemTime::now();
+    let (mut secret, cert) = issued_secret(now - DAY);
+    let scert = naming(scert(), &cert);
+    secret.metadata.labels = None;
+    assert_eq!(
+        decide(&scert, seeing(&secret, now)),
+        Decision::Publish {
+            trigger: Trigger::SecretInvalid,
+            dedup_id: "uid-1/3/repair/7".into(),
+            detail: "the Secret was not created by certflow".into(),
+        }
+    );
+}
+
+/// An edit to a Secret; the second argument is a CA that did not sign it.
+type Tamper = fn(&mut Secret, &Authority);
+
+#[test]
+fn every_secret_the_signer_would_reissue_is_repaired() {
+    let now = SystemTime::now();
+    let other = test_ca();
+    let cases: [(&str, Tamper); 5] = [
+        ("created for another ServiceCertificate", |secret, _| {
+            secret
+                .annotations_mut()
+                .insert(labels::SERVICE_CERTIFICATE.into(), "api".into());
+        }),
+        ("tls.crt unreadable", |secret, _| {
+            secret
+                .data
+                .get_or_insert_default()
+                .insert(TLS_CERT_KEY.into(), ByteString(b"garbage".to_vec()));
+        }),
+        ("a foreign tls.key", |secret, _| {
+            let key = PrivateKey::generate(KeySpec::EcdsaP256).expect("key");
+            secret.data.get_or_insert_default().insert(
+                TLS_PRIVATE_KEY_KEY.into(),
+                ByteString(key.to_pkcs8_pem().into_bytes()),
+            );
+        }),
+        ("ca.crt of a CA that did not sign", |secret, other| {
+            secret.data.get_or_insert_default().insert(
+                CA_CERT_KEY.into(),
+                ByteString(other.cert_pem().as_bytes().to_vec()),
+            );
+        }),
+        ("an edited serial annotation", |secret, _| {
+            secret
+                .annotations_mut()
+                .insert(labels::SERIAL.into(), "01".into());
+        }),
+    ];
+    for (name, change) in cases {
+        // Status names the certificate, so only the Secret is wrong.
+        let (mut secret, cert) = issued_secret(now - DAY);
+        let scert = naming(scert(), &cert);
+        change(&mut secret, &other);
+        assert_eq!(
+            trigger(&decide(&scert, seeing(&secret, now))),
+            Some(Trigger::SecretInvalid),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn without_the_certificate_authority_the_issuer_is_not_checked() {
+    let now = SystemTime::now();
+    let (secret, cert) = issued_secret(now - DAY);
+    let scert = naming(scert(), &cert);
+    let mut ca = rotated_ca(&test_ca(), &test_ca(), now, "24h");
+    ca.status = None;
+    let renewal = renewal_of(&scert, &cert);
+    assert_eq!(
+        decide(&scert, seeing(&secret, now)),
+        Decision::WaitUntil(renewal),
+        "no CertificateAuthority"
+    );
+    assert_eq!(
+        decide(&scert, with_issuer(&secret, &ca, now)),
+        Decision::WaitUntil(renewal),
+        "a CertificateAuthority without status"
+    );
+}
+
+#[test]
+fn a_secret_renewed_by_a_ca_the_watcher_does_not_know_yet_is_left_to_the_signer() {
+    // The signer already signs with `new`; the watcher's cache still has
+    // the CertificateAuthority naming `old`, and status the old serial.
+    let (old, new) = (test_ca(), test_ca());
+    let issued = SystemTime::now() - Duration::from_secs(2);
+    let ca = rotated_ca(&old, &test_ca(), issued - DAY, "24h");
+    let scert = ready(scert(), issued + DAY);
+    let (secret, _) = issued_by(&new, issued);
+    assert!(matches!(
+        decide(
+            &scert,
+            with_issuer(&secret, &ca, issued + Duration::from_secs(1))
+        ),
+        Decision::WaitUntil(_)
+    ));
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -262,19 +403,18 @@ fn rotated_ca(
     ca
 }
 
-/// ServiceCertificate `uid`, Ready, renewing at `renewal`, whose Secret
-/// `old` signed; with that Secret.
+/// ServiceCertificate `uid`, Ready, whose Secret `old` signed at
+/// `issued`; with that Secret and the certificate's renewal time.
 fn signed_by_previous(
     uid: &str,
     old: &Authority,
     issued: SystemTime,
-    renewal: SystemTime,
-) -> (ServiceCertificate, Secret) {
-    let mut scert = ready(scert(), renewal);
+) -> (ServiceCertificate, Secret, SystemTime) {
+    let (secret, cert) = issued_by(old, issued);
+    let mut scert = naming(scert(), &cert);
     scert.metadata.uid = Some(uid.to_owned());
-    let (secret, serial) = issued_by(old, issued);
-    scert.status.as_mut().expect("status").serial_number = Some(serial);
-    (scert, secret)
+    let renewal = renewal_of(&scert, &cert);
+    (scert, secret, renewal)
 }
 
 fn with_issuer<'a>(
@@ -298,7 +438,7 @@ fn after_a_key_pair_change_each_certificate_waits_for_its_own_turn_within_half_t
     let mut turns = Vec::new();
     for i in 0..40 {
         let uid = format!("uid-{i}");
-        let (scert, secret) = signed_by_previous(&uid, &old, issued, rotated + 30 * DAY);
+        let (scert, secret, _) = signed_by_previous(&uid, &old, issued);
         let decision = decide(&scert, with_issuer(&secret, &ca, rotated));
         let Decision::WaitUntil(turn) = decision else {
             panic!("{uid}: expected to wait for its turn, got {decision:?}")
@@ -331,7 +471,7 @@ fn when_its_turn_comes_a_certificate_is_published_as_issuer_changed() {
     let (old, new) = (test_ca(), test_ca());
     let rotated = SystemTime::now();
     let ca = rotated_ca(&new, &old, rotated, "24h");
-    let (scert, secret) = signed_by_previous("uid-7", &old, rotated, rotated + 30 * DAY);
+    let (scert, secret, _) = signed_by_previous("uid-7", &old, rotated);
     let turn = reissue_turn("uid-7", &ca, Some(old.fingerprint())).expect("a turn");
     assert_eq!(
         decide(&scert, with_issuer(&secret, &ca, turn)),
@@ -348,11 +488,14 @@ fn a_renewal_due_before_its_turn_is_waited_for_first() {
     let (old, new) = (test_ca(), test_ca());
     let rotated = SystemTime::now();
     let ca = rotated_ca(&new, &old, rotated, "24h");
-    let renewal = rotated + Duration::from_secs(1);
-    // "uid-3" has a turn later than one second after the change.
+    // Issued so that renewal falls two seconds after the change: 60 of its
+    // 90 days earlier.
+    let issued = rotated + Duration::from_secs(2) - 60 * DAY;
+    let (scert, secret, renewal) = signed_by_previous("uid-3", &old, issued);
+    assert!(renewal > rotated && renewal <= rotated + Duration::from_secs(2));
+    // "uid-3" has a turn later than two seconds after the change.
     let turn = reissue_turn("uid-3", &ca, Some(old.fingerprint())).expect("a turn");
     assert!(turn > renewal);
-    let (scert, secret) = signed_by_previous("uid-3", &old, rotated, renewal);
     assert_eq!(
         decide(&scert, with_issuer(&secret, &ca, rotated)),
         Decision::WaitUntil(renewal)
@@ -365,7 +508,7 @@ fn a_certificate_from_a_ca_no_longer_in_its_overlap_is_reissued_at_once() {
     let rotated = SystemTime::now();
     // The status lists `old` as previous; the Secret was signed by `oldest`.
     let ca = rotated_ca(&new, &old, rotated, "24h");
-    let (scert, secret) = signed_by_previous("uid-1", &oldest, rotated, rotated + 30 * DAY);
+    let (scert, secret, _) = signed_by_previous("uid-1", &oldest, rotated);
     assert_eq!(
         trigger(&decide(&scert, with_issuer(&secret, &ca, rotated))),
         Some(Trigger::IssuerChanged)
@@ -377,7 +520,7 @@ fn a_zero_overlap_reissues_at_once() {
     let (old, new) = (test_ca(), test_ca());
     let rotated = SystemTime::now();
     let ca = rotated_ca(&new, &old, rotated, "0s");
-    let (scert, secret) = signed_by_previous("uid-1", &old, rotated, rotated + 30 * DAY);
+    let (scert, secret, _) = signed_by_previous("uid-1", &old, rotated);
     assert_eq!(
         trigger(&decide(&scert, with_issuer(&secret, &ca, rotated))),
         Some(Trigger::IssuerChanged)
@@ -389,8 +532,7 @@ fn a_certificate_from_the_current_ca_is_not_reissued() {
     let (old, new) = (test_ca(), test_ca());
     let rotated = SystemTime::now();
     let ca = rotated_ca(&new, &old, rotated, "24h");
-    let renewal = rotated + 30 * DAY;
-    let (scert, secret) = signed_by_previous("uid-1", &new, rotated, renewal);
+    let (scert, secret, renewal) = signed_by_previous("uid-1", &new, rotated);
     assert_eq!(
         decide(&scert, with_issuer(&secret, &ca, rotated)),
         Decision::WaitUntil(renewal)
