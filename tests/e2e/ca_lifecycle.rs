@@ -2,7 +2,9 @@
 //! key pair is replaced only when the operator confirms it, a CA outside its
 //! validity signs nothing, one close to expiry says so, and a key pair
 //! change keeps Pods that trust only the previous CA verifying their
-//! re-issued peers. Real processes against the real local control plane.
+//! re-issued peers. Every CA has a status whether or not anything uses it,
+//! and a broken key pair is found once, not per certificate. Real processes
+//! against the real local control plane.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -11,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use certflow_api::condition::find_condition;
 use certflow_api::{
     CertificateAuthority, CertificateAuthoritySpec, Condition, ConditionStatus, EXPIRING_SOON,
-    IssuerRef, POLICY_UNRESTRICTED, ServiceCertificate, ServiceCertificateSpec,
+    IssuerPolicy, IssuerRef, POLICY_UNRESTRICTED, ServiceCertificate, ServiceCertificateSpec,
 };
 use certflow_e2e::fixtures::{inspect_secret, secret_data as data};
 use certflow_e2e::tenant::Tenant;
@@ -494,4 +496,172 @@ async fn a_replaced_ca_key_pair_keeps_pods_that_trust_only_the_old_ca_verifying_
         previous.cross_signed.is_some(),
         "cross-signed by the old key"
     );
+}
+
+#[tokio::test]
+async fn every_ca_has_a_status_before_any_certificate_uses_it() {
+    let fx = Fixture::start("ca-unused").await;
+
+    // The tenant's generated CA, which nothing has named yet, says so.
+    let waiting = fx
+        .ca_condition(&fx.issuer, "Ready", |c| c.reason == "KeyPairNotLoaded")
+        .await;
+    let ready = waiting.ready_condition().expect("Ready");
+    assert_eq!(ready.status, ConditionStatus::Unknown);
+    assert!(
+        ready.message.contains(&format!(
+            "generates its key pair into Secret {}",
+            fx.key_pair_secret()
+        )),
+        "{}",
+        ready.message
+    );
+    assert!(
+        fx.control_plane_secrets()
+            .get_opt(&fx.key_pair_secret())
+            .await
+            .expect("read")
+            .is_none(),
+        "no key pair is generated before a certificate asks for one"
+    );
+
+    // An operator-supplied CA is loaded and Ready without any certificate.
+    let (authority, pem) = Authority::generate(
+        "operator CA",
+        KeySpec::EcdsaP256,
+        Duration::from_secs(365 * 86_400),
+    )
+    .expect("CA");
+    let name = certflow_testenv::unique_name("unused");
+    let secret_name = format!("{name}-key-pair");
+    fx.put_key_pair(&secret_name, &pem.cert_pem, &pem.key_pem)
+        .await;
+    fx.create_ca(
+        &name,
+        CertificateAuthoritySpec {
+            secret_name,
+            policy: Some(IssuerPolicy {
+                allowed_dns_names: vec!["*.{namespace}.svc".into()],
+                ..IssuerPolicy::default()
+            }),
+            ..CertificateAuthoritySpec::default()
+        },
+    )
+    .await;
+    let ca = fx.ca_condition(&name, "Ready", is_ready).await;
+    let status = ca.status.clone().expect("status");
+    assert_eq!(
+        find_condition(&status.conditions, "Ready")
+            .expect("Ready")
+            .reason,
+        "KeyPairLoaded"
+    );
+    assert_eq!(status.fingerprint.as_deref(), Some(authority.fingerprint()));
+    assert_eq!(status.certificate.as_deref(), Some(authority.cert_pem()));
+    assert_eq!(
+        status.not_after.map(|t| SystemTime::from(t.0)),
+        Some(authority.not_after())
+    );
+    let expiring = find_condition(&status.conditions, EXPIRING_SOON).expect("ExpiringSoon");
+    assert_eq!(
+        (expiring.status, expiring.reason.as_str()),
+        (ConditionStatus::False, "CertificateValid")
+    );
+    let policy = find_condition(&status.conditions, POLICY_UNRESTRICTED).expect("policy");
+    assert_eq!(
+        (policy.status, policy.reason.as_str()),
+        (ConditionStatus::False, "PolicySet")
+    );
+    let seconds = authority
+        .not_after()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let sample = format!(
+        "certflow_signer_ca_expiration_timestamp_seconds{{certificate_authority=\"{name}\"}} {seconds}"
+    );
+    let metrics = fx.services.signers[0].metrics().await;
+    assert!(metrics.contains(&sample), "{sample} in:\n{metrics}");
+}
+
+#[tokio::test]
+async fn a_broken_ca_key_pair_is_reported_on_the_ca_once_and_not_found_again_per_certificate() {
+    let fx = Fixture::start("ca-broken").await;
+    let name = certflow_testenv::unique_name("broken");
+    let secret_name = format!("{name}-key-pair");
+    fx.put_key_pair(&secret_name, "not a certificate", "not a key")
+        .await;
+    fx.create_ca(
+        &name,
+        CertificateAuthoritySpec {
+            secret_name: secret_name.clone(),
+            ..CertificateAuthoritySpec::default()
+        },
+    )
+    .await;
+
+    // Reported on the CA before anything uses it.
+    let broken = fx
+        .ca_condition(&name, "Ready", |c| c.reason == "KeyPairUnusable")
+        .await;
+    let ready = broken.ready_condition().expect("Ready");
+    assert_eq!(ready.status, ConditionStatus::False);
+    assert!(
+        ready.message.contains(&format!(
+            "Secret {}/{secret_name} is unusable",
+            fx.services.control_plane_namespace
+        )),
+        "{}",
+        ready.message
+    );
+
+    let names = ["one", "two", "three"];
+    for scert in names {
+        fx.apply(scert, &name, None).await;
+    }
+    for scert in names {
+        let refused = fx.refused(scert).await;
+        assert_eq!(refused.reason, "IssuerNotReady", "{}", refused.message);
+        assert!(
+            refused.message.contains("its key pair is unusable"),
+            "the owner reads why: {}",
+            refused.message
+        );
+    }
+    let after = fx.cas().get(&name).await.expect("CA");
+    assert_eq!(
+        after.resource_version(),
+        broken.resource_version(),
+        "refusing certificates wrote nothing more to the CA"
+    );
+    let log = fx.services.signers[0].process.tail(5_000);
+    let found: Vec<&str> = log
+        .lines()
+        .filter(|line| {
+            line.contains("the CA key pair Secret cannot be used") && line.contains(&name)
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "the broken Secret is parsed once, not per certificate:\n{log}"
+    );
+
+    // The operator puts a working key pair in; every refused certificate
+    // is issued.
+    let (authority, pem) = Authority::generate(
+        "repaired CA",
+        KeySpec::EcdsaP256,
+        Duration::from_secs(365 * 86_400),
+    )
+    .expect("CA");
+    fx.put_key_pair(&secret_name, &pem.cert_pem, &pem.key_pem)
+        .await;
+    for scert in names {
+        let (_, secret) = fx.ready(scert).await;
+        assert_eq!(
+            fingerprint(&certificates(&data(&secret, "ca.crt"))[0]),
+            authority.fingerprint()
+        );
+    }
 }

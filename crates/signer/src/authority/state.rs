@@ -6,12 +6,15 @@
 //! Three promises live here. A CA whose key pair was lost is never replaced
 //! without the operator naming the lost one ([`ca_state`]). A CA outside its
 //! validity signs nothing. And a key pair change keeps the previous CA
-//! trusted for the rotation overlap ([`previous_authorities`]).
+//! trusted for the rotation overlap ([`previous_authorities`]). Besides:
+//! what a CA no signer of this installation holds says
+//! ([`unclaimed_status`]), and when the clock next changes a status
+//! ([`next_change`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use certflow_api::condition::{READY, set_condition};
+use certflow_api::condition::{READY, find_condition, set_condition};
 use certflow_api::{
     CertificateAuthority, CertificateAuthorityStatus, Condition, ConditionStatus, EXPIRING_SOON,
     EXPIRY_WARNING, POLICY_UNRESTRICTED, PreviousAuthority, labels,
@@ -312,6 +315,92 @@ pub fn desired_status(ca: &CertificateAuthority, seen: Observation<'_>) -> Desir
         status,
         cross_sign_failure,
     }
+}
+
+/// The Ready reason of a CertificateAuthority no signer of this
+/// installation holds or was asked for (see [`unclaimed_status`]).
+pub const KEY_PAIR_NOT_LOADED: &str = "KeyPairNotLoaded";
+
+/// The status a signer writes on a CA whose key pair it neither holds nor
+/// was asked for, or `None` when it must leave the status alone.
+///
+/// Several certflow installations may share a cluster's cluster-scoped
+/// CAs, and only the one holding a key pair may say it is missing or
+/// generate one. So this says only what every installation agrees on:
+/// Ready=Unknown, with no namespace in the message (each installation has
+/// its own), and the policy condition. It never replaces a status an
+/// installation that holds the key pair wrote (a fingerprint, or any other
+/// Ready reason), so installations never undo each other's writes.
+pub fn unclaimed_status(
+    ca: &CertificateAuthority,
+    now: SystemTime,
+) -> Option<CertificateAuthorityStatus> {
+    let current = ca.status.clone().unwrap_or_default();
+    if current.fingerprint.is_some() {
+        return None;
+    }
+    let ready = find_condition(&current.conditions, READY);
+    if ready.is_some_and(|ready| ready.reason != KEY_PAIR_NOT_LOADED) {
+        return None;
+    }
+    let message = if ca.spec.generates() {
+        format!(
+            "No ServiceCertificate has named this CA yet. certflow generates its key pair into \
+             Secret {} of its control-plane namespace when the first one does.",
+            ca.spec.secret_name
+        )
+    } else {
+        format!(
+            "No certflow signer has found its key pair: create Secret {} with tls.crt and \
+             tls.key in certflow's control-plane namespace (the signer's --namespace), or set \
+             spec.generate: true.",
+            ca.spec.secret_name
+        )
+    };
+    let now = time(now);
+    let mut status = current;
+    set_condition(
+        &mut status.conditions,
+        Condition::new(
+            READY,
+            ConditionStatus::Unknown,
+            KEY_PAIR_NOT_LOADED,
+            message,
+        ),
+        now.clone(),
+    );
+    set_condition(&mut status.conditions, policy_condition(ca), now);
+    Some(status)
+}
+
+/// When `status` (as [`desired_status`] made it for `key_pair`) next
+/// changes with the clock alone: the CA certificate's notBefore, the start
+/// of its last 30 days, its notAfter, or the end of a previous CA's
+/// overlap. `None` when nothing is ahead.
+pub fn next_change(
+    ca: &CertificateAuthority,
+    key_pair: &KeyPair,
+    status: &CertificateAuthorityStatus,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    let overlap = ca
+        .spec
+        .rotation_overlap()
+        .unwrap_or(certflow_api::DEFAULT_ROTATION_OVERLAP);
+    let validity = key_pair.authority().into_iter().flat_map(|authority| {
+        [
+            Some(authority.not_before()),
+            authority.not_after().checked_sub(EXPIRY_WARNING),
+            Some(authority.not_after()),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    let overlaps = status
+        .previous
+        .iter()
+        .map(|previous| SystemTime::from(previous.retired_at.0) + overlap);
+    validity.chain(overlaps).filter(|at| *at > now).min()
 }
 
 /// `ExpiringSoon`, while a loaded key pair's validity can be judged.

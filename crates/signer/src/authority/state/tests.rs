@@ -537,3 +537,115 @@ fn restoring_the_previous_key_pair_does_not_list_it_as_previous_too() {
     assert_eq!(fingerprints, vec![new.fingerprint()]);
     assert_eq!(status.fingerprint.as_deref(), Some(old.fingerprint()));
 }
+
+#[test]
+fn a_ca_no_installation_holds_gets_a_namespace_free_ready_unknown_status() {
+    let now = SystemTime::now();
+    for (generate, says) in [
+        (true, "generates its key pair into Secret internal-ca"),
+        (false, "create Secret internal-ca with tls.crt and tls.key"),
+    ] {
+        let ca = ca(generate);
+        let status = unclaimed_status(&ca, now).expect("a CA without status gets one");
+        let ready = condition(&status, READY);
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::Unknown, KEY_PAIR_NOT_LOADED)
+        );
+        assert!(ready.message.contains(says), "{}", ready.message);
+        assert!(
+            !ready.message.contains(NAMESPACE),
+            "every installation writes the same words: {}",
+            ready.message
+        );
+        assert_eq!(condition(&status, POLICY_UNRESTRICTED).reason, "NoPolicy");
+        assert_eq!(status.fingerprint, None);
+    }
+}
+
+#[test]
+fn the_unclaimed_status_never_replaces_what_an_installation_holding_the_key_pair_wrote() {
+    let key = authority("internal");
+    let now = SystemTime::now();
+    let mut unclaimed = ca(true);
+    unclaimed.status = unclaimed_status(&unclaimed, now);
+    assert_eq!(
+        unclaimed_status(&unclaimed, now + Duration::from_secs(60)),
+        unclaimed.status,
+        "written once: the same value the second time"
+    );
+
+    let loaded = KeyPair::Loaded(key.clone());
+    let mut ready = ca(true);
+    ready.status = Some(desired_status(&ready, observation(&ready, &loaded, None, now)).status);
+    assert_eq!(
+        unclaimed_status(&ready, now),
+        None,
+        "a Ready CA is left alone"
+    );
+
+    let lost = with_lost_fingerprint(ca(true), key.fingerprint());
+    assert_eq!(
+        unclaimed_status(&lost, now),
+        None,
+        "a recorded fingerprint is left for its holder"
+    );
+
+    let mut missing = ca(false);
+    missing.status = Some(
+        desired_status(
+            &missing,
+            observation(&missing, &KeyPair::Missing, None, now),
+        )
+        .status,
+    );
+    assert_eq!(
+        unclaimed_status(&missing, now),
+        None,
+        "KeyPairMissing, written by the installation asked for it, is left alone"
+    );
+}
+
+#[test]
+fn the_next_look_is_the_next_moment_the_clock_changes_the_status() {
+    let key = authority("internal");
+    let loaded = KeyPair::Loaded(key.clone());
+    let ca = ca(true);
+    let start = key.not_before();
+    let status = CertificateAuthorityStatus::default();
+    assert_eq!(
+        next_change(&ca, &loaded, &status, start - Duration::from_secs(5)),
+        Some(start),
+        "notBefore, while not yet valid"
+    );
+    assert_eq!(
+        next_change(&ca, &loaded, &status, start + DAY),
+        Some(key.not_after() - EXPIRY_WARNING),
+        "the start of the last 30 days"
+    );
+    assert_eq!(
+        next_change(&ca, &loaded, &status, key.not_after() - DAY),
+        Some(key.not_after()),
+        "notAfter, once expiring soon"
+    );
+    assert_eq!(
+        next_change(&ca, &loaded, &status, key.not_after()),
+        None,
+        "nothing ahead of an expired CA"
+    );
+    assert_eq!(next_change(&ca, &KeyPair::Missing, &status, start), None);
+
+    let old = authority("internal");
+    let rotated = with_overlap(having(ca.clone(), &old), "1h");
+    let rotated_at = start + DAY;
+    let status = desired_status(
+        &rotated,
+        observation(&rotated, &loaded, Some(&old), rotated_at),
+    )
+    .status;
+    assert_eq!(
+        next_change(&rotated, &loaded, &status, rotated_at),
+        Some(rotated_at + Duration::from_secs(3_600)),
+        "the end of the previous CA's overlap"
+    );
+}
