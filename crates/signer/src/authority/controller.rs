@@ -279,18 +279,26 @@ impl Context {
             || lock(&self.requested).contains(&name)
     }
 
-    /// Decides `ca`'s state from the caches and publishes it; when its
-    /// status should change, re-reads the CA and its Secret from the API
-    /// server and writes the status from those: a cache lagging behind
-    /// another replica's write (or behind a replaced Secret) must never
-    /// roll a recorded key pair change back.
+    /// Decides `ca`'s state from the caches; when its status should
+    /// change, re-reads the CA and its Secret from the API server and
+    /// writes the status from those: a cache lagging behind another
+    /// replica's write (or behind a replaced Secret) must never roll a
+    /// recorded key pair change back.
+    ///
+    /// A key pair is published for signing only once the status names it:
+    /// the watcher compares issued Secrets with the status, and a key pair
+    /// change is recorded (with the previous CA kept trusted) only against
+    /// the fingerprint the status had. A refusal is published at once.
     async fn observe(&self, ca: &CertificateAuthority) -> Result<Seen, Error> {
         let secret = self.secrets.get(&self.secret_ref(ca));
         let seen = self.assess(ca, secret.as_deref()).await?;
-        self.publish(ca, &seen);
         self.record(ca, &seen);
         if ca.status.as_ref() == Some(&seen.status) {
+            self.publish(ca, &seen);
             return Ok(seen);
+        }
+        if !seen.state.can_sign() {
+            self.publish(ca, &seen);
         }
         let name = ca.name_any();
         let mut attempt = 0;
@@ -301,13 +309,14 @@ impl Context {
             };
             let secret = self.read_secret(&fresh.spec.secret_name).await?;
             let seen = self.assess(&fresh, secret.as_ref()).await?;
-            self.publish(&fresh, &seen);
             if fresh.status.as_ref() == Some(&seen.status) {
+                self.publish(&fresh, &seen);
                 return Ok(seen);
             }
             match self.write_status(&fresh, &seen.status).await {
                 Ok(()) => {
                     log_change(&fresh, &seen);
+                    self.publish(&fresh, &seen);
                     return Ok(seen);
                 }
                 Err(kube::Error::Api(status))
