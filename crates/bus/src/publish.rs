@@ -119,6 +119,26 @@ impl Publisher {
         .await
     }
 
+    /// Keeps `message` as a dead letter naming `error`, then terminates it,
+    /// so it is neither redelivered nor lost. Returns whether the dead
+    /// letter was stored; if not, the message is left unacknowledged and
+    /// comes back to be tried again. Failures are logged here.
+    pub async fn dead_letter(
+        &self,
+        message: &async_nats::jetstream::Message,
+        error: &(dyn std::error::Error + Send + Sync + 'static),
+    ) -> bool {
+        let dead = crate::dead_letter_for(message, error);
+        if let Err(err) = self.publish_dead_letter(&dead, None).await {
+            tracing::warn!(error = %err, "dead-letter publish failed; the message comes back");
+            return false;
+        }
+        if let Err(err) = crate::delivery::terminate(message).await {
+            tracing::warn!(error = %err, "terminating the dead-lettered message failed");
+        }
+        true
+    }
+
     async fn publish(&self, outgoing: Outgoing<'_>) -> Result<PublishReceipt, BusError> {
         let Outgoing {
             subject,

@@ -72,7 +72,7 @@ pub const MAX_IN_PROGRESS: Duration = Duration::from_secs(10 * 60);
 
 /// Deliveries before JetStream stops redelivering. With [`RETRY_DELAYS`] this
 /// is about 70 minutes of retrying, long enough to ride out an API-server
-/// upgrade. The final delivery is recognisable ([`Retry::Exhausted`]) so the
+/// upgrade. The final delivery is recognisable ([`Retry::GiveUp`]) so the
 /// consumer can report the failure and terminate the message instead of
 /// letting it go silent.
 pub const MAX_DELIVER: u32 = 20;
@@ -97,14 +97,15 @@ pub const RETRY_DELAYS: [Duration; 7] = [
     Duration::from_secs(5 * 60),
 ];
 
-/// What a consumer does with a delivery that failed transiently.
+/// What a consumer does with a delivery whose handling failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
     /// NAK with this delay; JetStream delivers it again afterwards.
     After(Duration),
-    /// This was the last delivery JetStream will make: report the failure,
-    /// then terminate (`AckKind::Term`) the message.
-    Exhausted,
+    /// No further delivery: this was the last one JetStream makes, or the
+    /// error is one no retry fixes. Report the failure, dead-letter the
+    /// message ([`crate::Publisher::dead_letter`]), which terminates it.
+    GiveUp,
 }
 
 /// Redelivery schedule of the certflow consumers.
@@ -138,10 +139,22 @@ impl RetryPolicy {
         self.max_deliver
     }
 
-    /// What to do after delivery number `delivered` (1 for the first) failed.
+    /// What to do after delivery number `delivered` (1 for the first)
+    /// failed with an error that is `transient` or not: every consumer's one
+    /// rule.
+    pub fn after_error(&self, transient: bool, delivered: u64) -> Retry {
+        if transient {
+            self.after_failed_delivery(delivered)
+        } else {
+            Retry::GiveUp
+        }
+    }
+
+    /// What to do after delivery number `delivered` (1 for the first) failed
+    /// transiently.
     pub fn after_failed_delivery(&self, delivered: u64) -> Retry {
         if delivered >= u64::from(self.max_deliver) {
-            return Retry::Exhausted;
+            return Retry::GiveUp;
         }
         let index = usize::try_from(delivered.saturating_sub(1)).unwrap_or(usize::MAX);
         let delay = self
@@ -177,10 +190,22 @@ mod tests {
     }
 
     #[test]
-    fn the_last_delivery_is_exhausted() {
+    fn the_last_delivery_gives_up() {
         let policy = RetryPolicy::default();
-        assert_eq!(policy.after_failed_delivery(20), Retry::Exhausted);
-        assert_eq!(policy.after_failed_delivery(21), Retry::Exhausted);
+        assert_eq!(policy.after_failed_delivery(20), Retry::GiveUp);
+        assert_eq!(policy.after_failed_delivery(21), Retry::GiveUp);
+    }
+
+    #[test]
+    fn an_error_no_retry_fixes_gives_up_at_once_and_a_transient_one_follows_the_schedule() {
+        let policy = RetryPolicy::default();
+        for delivered in [1, 5, 20] {
+            assert_eq!(policy.after_error(false, delivered), Retry::GiveUp);
+            assert_eq!(
+                policy.after_error(true, delivered),
+                policy.after_failed_delivery(delivered)
+            );
+        }
     }
 
     #[test]
@@ -198,7 +223,7 @@ mod tests {
         let total: Duration = (1..u64::from(MAX_DELIVER))
             .map(|n| match policy.after_failed_delivery(n) {
                 Retry::After(delay) => delay,
-                Retry::Exhausted => Duration::ZERO,
+                Retry::GiveUp => Duration::ZERO,
             })
             .sum();
         assert!(total > Duration::from_secs(60 * 60), "{total:?}");
@@ -212,7 +237,7 @@ mod tests {
         let quick = RetryPolicy::new(vec![Duration::ZERO], 2);
         assert_eq!(
             quick.map(|p| p.after_failed_delivery(2)),
-            Some(Retry::Exhausted)
+            Some(Retry::GiveUp)
         );
     }
 }

@@ -15,14 +15,13 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_nats::jetstream::Message;
 use async_nats::jetstream::consumer::PullConsumer;
-use certflow_bus::delivery::{ack, dead_letter_for, decode_outcome, retry_later, terminate};
-use certflow_bus::{Delivery, InProgress, Progress, Publisher, Retry, RetryPolicy};
+use certflow_bus::delivery::{ack, decode_outcome, retry_later};
+use certflow_bus::{Delivery, InProgress, Progress, Publisher, Puller, Retry, RetryPolicy};
 use certflow_proto::v1::Outcome;
-use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -77,50 +76,21 @@ impl Consumer {
             senders.push(sender);
             workers.spawn(this.clone().lane(receiver));
         }
-        'pull: while !shutdown.is_cancelled() {
-            let messages = this
-                .consumer
-                .stream()
-                .max_messages_per_batch(lanes * LANE_DEPTH)
-                .messages()
-                .await;
-            let mut messages = match messages {
-                Ok(messages) => messages,
+        let mut puller = Puller::new(&this.consumer, lanes * LANE_DEPTH, "outcomes");
+        while let Some(message) = puller.next(&shutdown).await {
+            let delivery = match decode_outcome(&message) {
+                Ok(delivery) => delivery,
                 Err(err) => {
-                    warn!(error = %err, "cannot pull from the outcome stream; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break 'pull,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue 'pull,
-                    }
+                    error!(error = %err, subject = %message.subject, "undecodable outcome; dead-lettering it");
+                    this.dead_letter(&message, &err).await;
+                    continue;
                 }
             };
-            loop {
-                let next = tokio::select! {
-                    () = shutdown.cancelled() => break 'pull,
-                    next = messages.next() => next,
-                };
-                let message = match next {
-                    Some(Ok(message)) => message,
-                    Some(Err(err)) => {
-                        warn!(error = %err, "pulling outcomes failed; re-subscribing");
-                        continue 'pull;
-                    }
-                    None => continue 'pull,
-                };
-                let delivery = match decode_outcome(&message) {
-                    Ok(delivery) => delivery,
-                    Err(err) => {
-                        error!(error = %err, subject = %message.subject, "undecodable outcome; dead-lettering it");
-                        this.dead_letter(&message, &err).await;
-                        continue;
-                    }
-                };
-                let lane = &senders[lane_of(&delivery.message, lanes)];
-                let reporting = progress.start(&message);
-                tokio::select! {
-                    () = shutdown.cancelled() => break 'pull,
-                    sent = lane.send((message, delivery, reporting)) => if sent.is_err() { break 'pull },
-                }
+            let lane = &senders[lane_of(&delivery.message, lanes)];
+            let reporting = progress.start(&message);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                sent = lane.send((message, delivery, reporting)) => if sent.is_err() { break },
             }
         }
         drop(senders);
@@ -161,47 +131,34 @@ impl Consumer {
                         metrics.outcome_latency(latency);
                     }
                 }
-                Err(err) if err.is_transient() => {
-                    match self.retry.after_failed_delivery(info.delivered) {
-                        Retry::After(delay) => {
-                            warn!(error = %err, ?delay, "transient failure; retrying later");
-                            metrics.outcome("retry");
-                            if let Err(nak) = retry_later(message, delay).await {
-                                warn!(error = %nak, "negative acknowledgement failed; JetStream redelivers after the ack wait");
-                            }
-                        }
-                        Retry::Exhausted => {
-                            error!(error = %err, "retries exhausted; dead-lettering the outcome");
-                            self.dead_letter(message, &err).await;
+                Err(err) => match self.retry.after_error(err.is_transient(), info.delivered) {
+                    Retry::After(delay) => {
+                        warn!(error = %err, ?delay, "transient failure; retrying later");
+                        metrics.outcome("retry");
+                        if let Err(nak) = retry_later(message, delay).await {
+                            warn!(error = %nak, "negative acknowledgement failed; JetStream redelivers after the ack wait");
                         }
                     }
-                }
-                Err(err) => {
-                    error!(error = %err, "the outcome cannot be reported; dead-lettering it");
-                    self.dead_letter(message, &err).await;
-                }
+                    Retry::GiveUp => {
+                        error!(error = %err, "the outcome cannot be reported; dead-lettering it");
+                        self.dead_letter(message, &err).await;
+                    }
+                },
             }
         }
         .instrument(span)
         .await;
     }
 
-    /// Keeps `message` as a dead letter and ends its deliveries; if the dead
-    /// letter cannot be stored, leaves it unacknowledged to come back.
+    /// Keeps `message` as a dead letter and ends its deliveries (see
+    /// [`Publisher::dead_letter`]).
     async fn dead_letter(
         &self,
         message: &Message,
         err: &(dyn std::error::Error + Send + Sync + 'static),
     ) {
-        let dead = dead_letter_for(message, err);
-        match self.publisher.publish_dead_letter(&dead, None).await {
-            Ok(_) => {
-                self.outcomes.metrics().outcome("dead_letter");
-                if let Err(term) = terminate(message).await {
-                    warn!(error = %term, "terminating the dead-lettered outcome failed");
-                }
-            }
-            Err(publish) => warn!(error = %publish, "dead-letter publish failed"),
+        if self.publisher.dead_letter(message, err).await {
+            self.outcomes.metrics().outcome("dead_letter");
         }
     }
 }

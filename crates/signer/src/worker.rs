@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use certflow_bus::delivery::{ack, dead_letter_for, decode_work, retry_later, terminate};
-use certflow_bus::{Delivery, InProgress, Progress, Publisher, Retry, RetryPolicy};
+use certflow_bus::delivery::{ack, decode_work, retry_later};
+use certflow_bus::{Delivery, InProgress, Progress, Publisher, Puller, Retry, RetryPolicy};
 use certflow_proto::v1::WorkItem;
-use futures::StreamExt as _;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -40,49 +39,22 @@ impl Worker {
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.concurrency.max(1)));
         let mut in_flight = JoinSet::new();
-        'pull: while !shutdown.is_cancelled() {
-            let mut messages = match this
-                .consumer
-                .stream()
-                .max_messages_per_batch(this.concurrency.max(1))
-                .messages()
-                .await
-            {
-                Ok(messages) => messages,
-                Err(err) => {
-                    warn!(error = %err, "cannot pull from the work stream; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break 'pull,
-                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue 'pull,
-                    }
-                }
+        let mut puller = Puller::new(&this.consumer, this.concurrency, "work items");
+        loop {
+            let slot = tokio::select! {
+                () = shutdown.cancelled() => break,
+                slot = slots.clone().acquire_owned() => slot,
             };
-            loop {
-                let slot = tokio::select! {
-                    () = shutdown.cancelled() => break 'pull,
-                    slot = slots.clone().acquire_owned() => slot,
-                };
-                let Ok(slot) = slot else { break 'pull };
-                let next = tokio::select! {
-                    () = shutdown.cancelled() => break 'pull,
-                    next = messages.next() => next,
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        let this = this.clone();
-                        in_flight.spawn(async move {
-                            this.process(message).await;
-                            drop(slot);
-                        });
-                    }
-                    Some(Err(err)) => {
-                        warn!(error = %err, "pulling work items failed; re-subscribing");
-                        continue 'pull;
-                    }
-                    None => continue 'pull,
-                }
-                while in_flight.try_join_next().is_some() {}
-            }
+            let Ok(slot) = slot else { break };
+            let Some(message) = puller.next(&shutdown).await else {
+                break;
+            };
+            let worker = this.clone();
+            in_flight.spawn(async move {
+                worker.process(message).await;
+                drop(slot);
+            });
+            while in_flight.try_join_next().is_some() {}
         }
         info!(in_flight = in_flight.len(), "draining in-flight work items");
         while in_flight.join_next().await.is_some() {}
@@ -117,7 +89,7 @@ impl Worker {
                     }
                     self.metrics.handled(label(&handled), started);
                 }
-                Err(err) if err.is_transient() => match self.retry.after_failed_delivery(delivery.info.delivered) {
+                Err(err) => match self.retry.after_error(err.is_transient(), delivery.info.delivered) {
                     Retry::After(delay) => {
                         progress.stop().await;
                         warn!(error = %err, ?delay, "transient failure; retrying later");
@@ -127,9 +99,8 @@ impl Worker {
                         }
                         self.metrics.handled("retry", started);
                     }
-                    Retry::Exhausted => self.give_up(&message, progress, &delivery, &trace, &err, started).await,
+                    Retry::GiveUp => self.give_up(&message, progress, &delivery, &trace, &err, started).await,
                 },
-                Err(err) => self.give_up(&message, progress, &delivery, &trace, &err, started).await,
             }
         }
         .instrument(span)
@@ -163,16 +134,8 @@ impl Worker {
         message: &async_nats::jetstream::Message,
         err: &(dyn std::error::Error + Send + Sync + 'static),
     ) {
-        let dead = dead_letter_for(message, err);
-        match self.publisher.publish_dead_letter(&dead, None).await {
-            Ok(_) => {
-                self.metrics.dead_lettered();
-                if let Err(term) = terminate(message).await {
-                    warn!(error = %term, "terminating the dead-lettered item failed");
-                }
-            }
-            // Leave it unacknowledged: it comes back and is tried again.
-            Err(publish) => warn!(error = %publish, "dead-letter publish failed"),
+        if self.publisher.dead_letter(message, err).await {
+            self.metrics.dead_lettered();
         }
     }
 }
