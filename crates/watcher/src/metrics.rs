@@ -78,9 +78,11 @@ impl Metrics {
         metrics
     }
 
+    /// Counts a work item published for `trigger` (the proto name,
+    /// `TRIGGER_CREATED`; the label value is `created`).
     pub fn published(&self, trigger: &str, duplicate: bool) {
         let labels = Published {
-            trigger: trigger.to_owned(),
+            trigger: trigger_label(trigger),
             duplicate: duplicate.to_string(),
         };
         self.published.get_or_create(&labels).inc();
@@ -88,7 +90,7 @@ impl Metrics {
 
     pub fn republished(&self, trigger: &str) {
         let labels = TriggerLabel {
-            trigger: trigger.to_owned(),
+            trigger: trigger_label(trigger),
         };
         self.republished.get_or_create(&labels).inc();
     }
@@ -118,5 +120,40 @@ impl Metrics {
     /// with a permanent error.
     pub fn stalled(&self, objects: usize) {
         self.stalled.set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+}
+
+/// The label value of a trigger: its proto name without the enum prefix, in
+/// lower case (`TRIGGER_RENEWAL_DUE` is `renewal_due`), as Prometheus label
+/// values are written.
+fn trigger_label(proto_name: &str) -> String {
+    proto_name
+        .strip_prefix("TRIGGER_")
+        .unwrap_or(proto_name)
+        .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_labels_are_lower_case_without_the_enum_prefix() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        metrics.published(certflow_proto::v1::Trigger::RenewalDue.as_str_name(), false);
+        metrics.republished(certflow_proto::v1::Trigger::Created.as_str_name());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        assert!(
+            text.contains(
+                r#"work_items_published_total{trigger="renewal_due",duplicate="false"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"republished_total{trigger="created"} 1"#),
+            "{text}"
+        );
     }
 }
