@@ -112,7 +112,7 @@ impl Consumer {
         let trace = info.trace_id_or_new();
         let span = info_span!("outcome", namespace = %outcome.namespace, name = %outcome.name, trace_id = %trace, delivered = info.delivered);
         let metrics = self.outcomes.metrics();
-        metrics.set_outcome_lag(info.pending);
+        metrics.consumer_pending(info.pending);
         async {
             let handled = self.outcomes.handle(outcome).await;
             progress.stop().await;

@@ -47,7 +47,7 @@ pub struct Metrics {
     event_write_errors: Family<Kind, Counter>,
     events_remembered: Gauge,
     outcomes: Family<ResultLabel, Counter>,
-    outcome_lag: Gauge,
+    consumer_pending: Gauge,
     outcome_latency: Histogram,
     reports: Family<ResultLabel, Counter>,
     pods_indexed: Gauge,
@@ -64,7 +64,7 @@ impl Metrics {
             event_write_errors: Family::default(),
             events_remembered: Gauge::default(),
             outcomes: Family::default(),
-            outcome_lag: Gauge::default(),
+            consumer_pending: Gauge::default(),
             outcome_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             reports: Family::default(),
             pods_indexed: Gauge::default(),
@@ -102,9 +102,9 @@ impl Metrics {
             metrics.outcomes.clone(),
         );
         registry.register(
-            "outcome_lag",
+            "consumer_pending",
             "Outcomes waiting in the reporter consumer, as of the last delivery",
-            metrics.outcome_lag.clone(),
+            metrics.consumer_pending.clone(),
         );
         registry.register(
             "outcome_latency_seconds",
@@ -172,8 +172,8 @@ impl Metrics {
         self.outcomes.get_or_create(&ResultLabel { result }).inc();
     }
 
-    pub fn set_outcome_lag(&self, pending: u64) {
-        self.outcome_lag
+    pub fn consumer_pending(&self, pending: u64) {
+        self.consumer_pending
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
