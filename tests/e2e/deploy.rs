@@ -1123,6 +1123,31 @@ fn consumer_detail(jsz: &Value, account: &str, stream: &str, consumer: &str) -> 
         .find(|c| c["name"] == consumer)
 }
 
+/// Subscribes to `subject` and waits for the server to refuse it with a
+/// permissions violation.
+async fn refused_subscribe(nats: &Nats, user: &str, subject: &str) {
+    let (client, errors) = nats.connect_watching_errors(user).await;
+    let _subscription = client
+        .subscribe(subject.to_owned())
+        .await
+        .expect("the subscription is sent");
+    client.flush().await.expect("flush");
+    let expected = format!("Permissions Violation for Subscription to \"{subject}\"");
+    eventually(
+        &format!("NATS to refuse {user} subscribing to {subject}"),
+        Duration::from_secs(10),
+        || {
+            let errors = errors.clone();
+            let expected = expected.clone();
+            async move {
+                let errors = errors.lock().expect("errors");
+                errors.iter().any(|e| e.contains(&expected)).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 /// Publishes `subject` as a core NATS message and waits for the server to
 /// refuse it with a permissions violation.
 async fn refused_publish(nats: &Nats, user: &str, subject: &str) {
@@ -1489,6 +1514,10 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
     refused_publish(&nats, "watcher", "$JS.API.STREAM.PURGE.CERTFLOW_WORK").await;
     refused_publish(&nats, "signer", "$JS.API.STREAM.DELETE.CERTFLOW_OUTCOMES").await;
     refused_publish(&nats, "reporter", "certflow.outcome.v1.x.forged").await;
+    // Nobody reads another service's replies (pulled work included).
+    refused_subscribe(&nats, "watcher", "_INBOX.certflow-signer.>").await;
+    refused_subscribe(&nats, "reporter", "_INBOX.certflow-signer.>").await;
+    refused_subscribe(&nats, "signer", "_INBOX.>").await;
     assert!(
         async_nats::connect(&nats.url).await.is_err(),
         "NATS must refuse clients without a user"

@@ -87,6 +87,7 @@ async fn options(
     let health = health.clone();
     let mut options = ConnectOptions::new()
         .name(connection_name)
+        .custom_inbox_prefix(inbox_prefix(connection_name))
         .connection_timeout(Duration::from_secs(5))
         .event_callback(move |event| report_event(health.clone(), event));
     if let Some(path) = &args.nats_creds {
@@ -105,6 +106,14 @@ async fn options(
         _ => return Err(RuntimeError::NatsUserWithoutPassword),
     }
     Ok(options)
+}
+
+/// Where the replies to this service's requests (JetStream API calls, pulled
+/// messages) arrive: `_INBOX.<connection name>`, so that NATS permissions can
+/// let each service's user read its own replies and no other's
+/// (`deploy/base/nats/auth.conf`).
+pub fn inbox_prefix(connection_name: &str) -> String {
+    format!("_INBOX.{connection_name}")
 }
 
 /// Logs a connection event and mirrors reachability into `health`.
