@@ -53,9 +53,7 @@ impl Fixture {
             secret_name: format!("{name}-tls"),
             dns_names: vec![format!("{name}.{}.svc", self.namespace())],
             duration: duration.map(str::to_owned),
-            issuer_ref: Some(IssuerRef {
-                name: issuer.to_owned(),
-            }),
+            issuer_ref: Some(IssuerRef::named(issuer.to_owned())),
             ..ServiceCertificateSpec::default()
         };
         self.0.apply(name, spec).await;

@@ -1273,9 +1273,7 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
         ServiceCertificateSpec {
             secret_name: "web-tls".into(),
             dns_names: vec![dns_name.clone()],
-            issuer_ref: Some(IssuerRef {
-                name: issuer.clone(),
-            }),
+            issuer_ref: Some(IssuerRef::named(issuer.clone())),
             ..ServiceCertificateSpec::default()
         },
     );
@@ -1326,9 +1324,7 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
         ServiceCertificateSpec {
             secret_name: "typo-tls".into(),
             dns_names: vec![format!("typo.{app}.svc")],
-            issuer_ref: Some(IssuerRef {
-                name: missing_issuer.clone(),
-            }),
+            issuer_ref: Some(IssuerRef::named(missing_issuer.clone())),
             ..ServiceCertificateSpec::default()
         },
     );

@@ -36,9 +36,7 @@ fn scert(name: &str, namespace: &str, issuer: &str) -> ServiceCertificate {
         ServiceCertificateSpec {
             secret_name: format!("{name}-tls"),
             dns_names: vec![format!("{name}.{namespace}.svc")],
-            issuer_ref: Some(IssuerRef {
-                name: issuer.to_owned(),
-            }),
+            issuer_ref: Some(IssuerRef::named(issuer.to_owned())),
             private_key: Some(PrivateKeySpec {
                 algorithm: Some(KeyAlgorithm::Ecdsa),
                 ..PrivateKeySpec::default()

@@ -55,9 +55,7 @@ impl Fixture {
         ServiceCertificateSpec {
             secret_name: format!("{name}-tls"),
             dns_names: dns_names.iter().map(|s| (*s).to_owned()).collect(),
-            issuer_ref: Some(IssuerRef {
-                name: issuer.to_owned(),
-            }),
+            issuer_ref: Some(IssuerRef::named(issuer.to_owned())),
             ..ServiceCertificateSpec::default()
         }
     }

@@ -31,9 +31,7 @@ impl Fixture {
         ServiceCertificateSpec {
             secret_name: secret_name.into(),
             dns_names: dns_names.iter().map(|s| (*s).to_owned()).collect(),
-            issuer_ref: Some(IssuerRef {
-                name: self.issuer.clone(),
-            }),
+            issuer_ref: Some(IssuerRef::named(self.issuer.clone())),
             ..ServiceCertificateSpec::default()
         }
     }

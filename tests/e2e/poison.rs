@@ -68,9 +68,7 @@ impl Fixture {
             ServiceCertificateSpec {
                 secret_name: format!("{name}-tls"),
                 dns_names: vec![format!("{name}.{}.svc", self.namespace())],
-                issuer_ref: Some(IssuerRef {
-                    name: self.issuer.clone(),
-                }),
+                issuer_ref: Some(IssuerRef::named(self.issuer.clone())),
                 ..ServiceCertificateSpec::default()
             },
         );

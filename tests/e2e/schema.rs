@@ -95,6 +95,17 @@ async fn service_certificates_with_structural_mistakes_are_refused_with_what_to_
     let ns = env.create_namespace("schema").await.expect("namespace");
     let mistakes = [
         Mistake {
+            what: "a cert-manager issuer kind",
+            manifest: service_certificate(
+                "cm-issuer",
+                "{secretName: web-tls, dnsNames: [web.shop.svc], issuerRef: {name: internal-ca, kind: ClusterIssuer, group: cert-manager.io}}",
+            ),
+            says: &[
+                r#"spec.issuerRef.kind: Unsupported value: "ClusterIssuer": supported values: "CertificateAuthority""#,
+                r#"spec.issuerRef.group: Unsupported value: "cert-manager.io": supported values: "certflow.io""#,
+            ],
+        },
+        Mistake {
             what: "no names at all",
             manifest: service_certificate("no-names", "{secretName: web-tls}"),
             says: &[
@@ -233,7 +244,8 @@ async fn a_correct_service_certificate_applies_and_kubectl_get_shows_its_columns
     let manifest = service_certificate(
         "web",
         "{secretName: web-tls, dnsNames: [web.shop.svc], duration: 2160h, renewBefore: 720h, \
-         privateKey: {algorithm: RSA, size: 3072}, usages: [server auth, client auth]}",
+         privateKey: {algorithm: RSA, size: 3072}, usages: [server auth, client auth], \
+         issuerRef: {name: internal-ca, kind: CertificateAuthority, group: certflow.io}}",
     );
     let stdout = apply_cleanly(
         env.kubectl().args(["apply", "-n", &ns, "-f", "-"]),

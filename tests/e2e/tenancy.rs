@@ -66,9 +66,7 @@ impl Fixture {
         ServiceCertificateSpec {
             secret_name: format!("{name}-tls"),
             dns_names: vec![format!("{name}.{}.svc", self.namespace())],
-            issuer_ref: Some(IssuerRef {
-                name: issuer.to_owned(),
-            }),
+            issuer_ref: Some(IssuerRef::named(issuer.to_owned())),
             ..ServiceCertificateSpec::default()
         }
     }
@@ -379,7 +377,7 @@ async fn a_tenants_own_ca_cannot_sign_names_its_parent_would_refuse() {
             dns_names: vec![ca_name],
             is_ca: Some(true),
             usages: vec![KeyUsage::CertSign, KeyUsage::DigitalSignature],
-            issuer_ref: Some(IssuerRef { name: parent }),
+            issuer_ref: Some(IssuerRef::named(parent)),
             ..ServiceCertificateSpec::default()
         },
     )

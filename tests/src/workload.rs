@@ -123,9 +123,7 @@ impl Workload {
         let mut spec = ServiceCertificateSpec {
             secret_name: secret_name(name),
             dns_names: vec![dns_name.to_owned()],
-            issuer_ref: Some(IssuerRef {
-                name: self.issuer.clone(),
-            }),
+            issuer_ref: Some(IssuerRef::named(self.issuer.clone())),
             ..ServiceCertificateSpec::default()
         };
         customize(&mut spec);

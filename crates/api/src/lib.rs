@@ -33,7 +33,8 @@ pub use duration::{
 pub use error::SpecError;
 pub use private_key::{KeyAlgorithm, PrivateKeySpec, RotationPolicy};
 pub use service_certificate::{
-    DEFAULT_DURATION, Failure, IssuerRef, MIN_DURATION, NOT_BEFORE_BACKDATE, SecretTemplate,
-    ServiceCertificate, ServiceCertificateSpec, ServiceCertificateStatus,
+    DEFAULT_DURATION, Failure, IssuerGroup, IssuerKind, IssuerRef, MIN_DURATION,
+    NOT_BEFORE_BACKDATE, SecretTemplate, ServiceCertificate, ServiceCertificateSpec,
+    ServiceCertificateStatus,
 };
 pub use usage::KeyUsage;

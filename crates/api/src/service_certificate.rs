@@ -164,6 +164,41 @@ pub struct IssuerRef {
     #[schemars(length(max = 253))]
     #[x_kube(validation = cel::dns1123_subdomain("CertificateAuthority name", "internal-ca"))]
     pub name: String,
+    /// Kind of the issuer: CertificateAuthority, the only kind there is (the
+    /// default), as in cert-manager's issuerRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<IssuerKind>,
+    /// API group of the issuer: certflow.io, the only group there is (the
+    /// default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<IssuerGroup>,
+}
+
+impl IssuerRef {
+    /// A reference to the CertificateAuthority `name`.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The kinds of issuer `spec.issuerRef.kind` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum IssuerKind {
+    /// A certflow.io CertificateAuthority.
+    #[default]
+    CertificateAuthority,
+}
+
+/// The API groups `spec.issuerRef.group` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum IssuerGroup {
+    /// certflow's own API group.
+    #[default]
+    #[serde(rename = "certflow.io")]
+    CertflowIo,
 }
 
 /// Labels and annotations copied onto the Secret.

@@ -126,9 +126,7 @@ pub(crate) fn spec(
     ServiceCertificateSpec {
         secret_name: format!("{name}-tls"),
         dns_names: vec![dns],
-        issuer_ref: Some(IssuerRef {
-            name: issuer.to_owned(),
-        }),
+        issuer_ref: Some(IssuerRef::named(issuer.to_owned())),
         private_key: Some(PrivateKeySpec {
             algorithm: Some(algorithm),
             ..PrivateKeySpec::default()

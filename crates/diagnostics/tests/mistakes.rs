@@ -23,9 +23,7 @@ fn valid() -> ServiceCertificateSpec {
     ServiceCertificateSpec {
         secret_name: "payments-tls".to_owned(),
         dns_names: names(&["payments.default.svc", "payments.default.svc.cluster.local"]),
-        issuer_ref: Some(IssuerRef {
-            name: ISSUER.to_owned(),
-        }),
+        issuer_ref: Some(IssuerRef::named(ISSUER.to_owned())),
         ..Default::default()
     }
 }
