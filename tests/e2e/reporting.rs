@@ -60,7 +60,7 @@ impl Fixture {
         let spec = ServiceCertificateSpec {
             secret_name: secret_name.into(),
             dns_names: vec![dns_name.into()],
-            issuer_ref: Some(IssuerRef::named(issuer.into())),
+            issuer_ref: Some(IssuerRef::named(issuer)),
             ..ServiceCertificateSpec::default()
         };
         self.apply(name, spec).await;
