@@ -401,6 +401,18 @@ async fn each_service_logs_in_to_nats_as_its_own_user_with_its_own_password() {
     let auth = &nats_config_files(objects)["auth.conf"];
     let nats = find(objects, "StatefulSet", "certflow-nats");
     let nats_env = &nats["spec"]["template"]["spec"]["containers"][0]["env"];
+    // The admin password is in the cluster only as a bcrypt hash.
+    let admin_key = nats_env
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "CERTFLOW_ADMIN_PASSWORD")
+        .map(|e| e["valueFrom"]["secretKeyRef"]["key"].clone());
+    assert_eq!(
+        admin_key,
+        Some(Value::from("admin-bcrypt")),
+        "NATS must read the admin password's hash, not the password"
+    );
     for service in ["certflow-watcher", "certflow-signer"] {
         let deployment = find(objects, "Deployment", service);
         let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
@@ -632,7 +644,6 @@ async fn every_probe_names_a_health_service_its_binary_serves_and_without_nats_o
 // ---------------------------------------------------------------------------
 // RBAC: what the ServiceAccounts may and may not do.
 
-/// `kubectl auth can-i` as a certflow ServiceAccount, impersonated by admin.
 /// `kubectl auth can-i` as a certflow ServiceAccount, impersonated by admin.
 /// `resource` may name a subresource: `servicecertificates.certflow.io/status`.
 fn can(env: &TestEnv, account: &str, verb: &str, resource: &str, namespace: &str) -> bool {
@@ -1002,13 +1013,20 @@ impl Nats {
             .into_iter()
             .map(|user| (user, unique_name(user)))
             .collect();
+        // As in the cluster, the server gets only the admin password's
+        // bcrypt hash (the Secret's `admin-bcrypt`), in double quotes, as
+        // docs/deploy.md writes it: nats-server reads a variable's value as
+        // configuration, where an unquoted `$` starts another variable.
+        // Clients log in with the password itself.
         let envs = passwords
             .iter()
             .map(|(user, password)| {
-                (
-                    format!("CERTFLOW_{}_PASSWORD", user.to_uppercase()),
-                    password.clone(),
-                )
+                let value = if *user == "admin" {
+                    format!("\"{}\"", bcrypt::hash(password, 4).expect("bcrypt"))
+                } else {
+                    password.clone()
+                };
+                (format!("CERTFLOW_{}_PASSWORD", user.to_uppercase()), value)
             })
             .collect();
         let process = ManagedProcess::start_with_env(
