@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use certflow_api::{IssuerRef, ServiceCertificate, ServiceCertificateSpec};
 use certflow_e2e::fixtures::inspect_secret;
+use certflow_e2e::manifests::{
+    RBAC_KINDS, kind, list, name, parse_yaml_documents, render, repo_root,
+};
 use certflow_e2e::report_api;
 use certflow_e2e::services::binary;
 use certflow_e2e::{eventually, run, run_ok};
@@ -38,71 +41,12 @@ const WAIT: Duration = Duration::from_secs(90);
 /// Field manager of this test's applies.
 const MANAGER: &str = "certflow-deploy-e2e";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `kubectl kustomize <dir>` (dir relative to the repository root), one JSON
-/// value per object.
-fn render(env: &TestEnv, dir: &str) -> Vec<Value> {
-    let path = repo_root().join(dir);
-    let text = run_ok(env.kubectl().arg("kustomize").arg(&path), "");
-    parse_yaml_documents(&text)
-}
-
-/// The documents of a multi-document YAML text (separated by `---` lines).
-fn parse_yaml_documents(text: &str) -> Vec<Value> {
-    let mut documents = vec![String::new()];
-    for line in text.lines() {
-        if line.trim_end() == "---" {
-            documents.push(String::new());
-        } else if let Some(current) = documents.last_mut() {
-            current.push_str(line);
-            current.push('\n');
-        }
-    }
-    documents
-        .iter()
-        .map(|document| {
-            let value: serde_yaml::Value = serde_yaml::from_str(document).expect("valid YAML");
-            serde_json::to_value(value).expect("YAML maps to JSON")
-        })
-        .filter(|value| !value.is_null())
-        .collect()
-}
-
-fn kind(object: &Value) -> &str {
-    object["kind"].as_str().unwrap_or_default()
-}
-
-fn name(object: &Value) -> &str {
-    object["metadata"]["name"].as_str().unwrap_or_default()
-}
-
 fn find<'a>(objects: &'a [Value], wanted_kind: &str, wanted_name: &str) -> &'a Value {
     objects
         .iter()
         .find(|o| kind(o) == wanted_kind && name(o) == wanted_name)
         .unwrap_or_else(|| panic!("the rendering has no {wanted_kind} {wanted_name}"))
 }
-
-/// A `kind: List` holding `objects`, for `kubectl apply -f -`.
-fn list(objects: &[&Value]) -> String {
-    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
-}
-
-/// The kinds that carry identity and permissions, the admission policy that
-/// narrows what RBAC grants included.
-const RBAC_KINDS: [&str; 8] = [
-    "Namespace",
-    "ServiceAccount",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "Role",
-    "RoleBinding",
-    "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding",
-];
 
 /// Applies, for real and once per test binary, the Namespace, ServiceAccounts
 /// and RBAC of the rendered base, and returns the whole rendering. Server-side
@@ -1141,43 +1085,38 @@ fn consumer_detail(jsz: &Value, account: &str, stream: &str, consumer: &str) -> 
         .find(|c| c["name"] == consumer)
 }
 
-/// Subscribes to `subject` and waits for the server to refuse it with a
-/// permissions violation.
-async fn refused_subscribe(nats: &Nats, user: &str, subject: &str) {
-    let (client, errors) = nats.connect_watching_errors(user).await;
-    let _subscription = client
-        .subscribe(subject.to_owned())
-        .await
-        .expect("the subscription is sent");
-    client.flush().await.expect("flush");
-    let expected = format!("Permissions Violation for Subscription to \"{subject}\"");
-    eventually(
-        &format!("NATS to refuse {user} subscribing to {subject}"),
-        Duration::from_secs(10),
-        || {
-            let errors = errors.clone();
-            let expected = expected.clone();
-            async move {
-                let errors = errors.lock().expect("errors");
-                errors.iter().any(|e| e.contains(&expected)).then_some(())
-            }
-        },
-    )
-    .await;
+/// What a refusal test asks NATS to do.
+#[derive(Clone, Copy)]
+enum Ask {
+    Publish,
+    Subscribe,
 }
 
-/// Publishes `subject` as a core NATS message and waits for the server to
-/// refuse it with a permissions violation.
-async fn refused_publish(nats: &Nats, user: &str, subject: &str) {
+/// Publishes to or subscribes to `subject` as `user` and waits for the
+/// server to refuse it with a permissions violation.
+async fn refused(nats: &Nats, user: &str, ask: Ask, subject: &str) {
     let (client, errors) = nats.connect_watching_errors(user).await;
-    client
-        .publish(subject.to_owned(), "not allowed".into())
-        .await
-        .expect("publish is sent");
+    // A subscription is kept until the refusal arrives.
+    let (violation, _subscription) = match ask {
+        Ask::Publish => {
+            client
+                .publish(subject.to_owned(), "not allowed".into())
+                .await
+                .expect("publish is sent");
+            ("Publish to", None)
+        }
+        Ask::Subscribe => {
+            let subscription = client
+                .subscribe(subject.to_owned())
+                .await
+                .expect("the subscription is sent");
+            ("Subscription to", Some(subscription))
+        }
+    };
     client.flush().await.expect("flush");
-    let expected = format!("Permissions Violation for Publish to \"{subject}\"");
+    let expected = format!("Permissions Violation for {violation} \"{subject}\"");
     eventually(
-        &format!("NATS to refuse {user} publishing to {subject}"),
+        &format!("NATS to refuse {user}: {violation} {subject}"),
         Duration::from_secs(10),
         || {
             let errors = errors.clone();
@@ -1511,27 +1450,25 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
 
     // NATS: only the watcher publishes work; nobody else pulls the signer's.
     let work_subject = format!("certflow.work.v1.{app}.forged");
-    refused_publish(&nats, "reporter", &work_subject).await;
-    refused_publish(&nats, "signer", &work_subject).await;
-    refused_publish(
-        &nats,
-        "watcher",
-        "$JS.API.CONSUMER.MSG.NEXT.CERTFLOW_WORK.signer",
-    )
-    .await;
-    refused_publish(
-        &nats,
-        "reporter",
-        "$JS.API.CONSUMER.MSG.NEXT.CERTFLOW_WORK.signer",
-    )
-    .await;
-    refused_publish(&nats, "watcher", "$JS.API.STREAM.PURGE.CERTFLOW_WORK").await;
-    refused_publish(&nats, "signer", "$JS.API.STREAM.DELETE.CERTFLOW_OUTCOMES").await;
-    refused_publish(&nats, "reporter", "certflow.outcome.v1.x.forged").await;
+    for (user, subject) in [
+        ("reporter", work_subject.as_str()),
+        ("signer", work_subject.as_str()),
+        ("watcher", "$JS.API.CONSUMER.MSG.NEXT.CERTFLOW_WORK.signer"),
+        ("reporter", "$JS.API.CONSUMER.MSG.NEXT.CERTFLOW_WORK.signer"),
+        ("watcher", "$JS.API.STREAM.PURGE.CERTFLOW_WORK"),
+        ("signer", "$JS.API.STREAM.DELETE.CERTFLOW_OUTCOMES"),
+        ("reporter", "certflow.outcome.v1.x.forged"),
+    ] {
+        refused(&nats, user, Ask::Publish, subject).await;
+    }
     // Nobody reads another service's replies (pulled work included).
-    refused_subscribe(&nats, "watcher", "_INBOX.certflow-signer.>").await;
-    refused_subscribe(&nats, "reporter", "_INBOX.certflow-signer.>").await;
-    refused_subscribe(&nats, "signer", "_INBOX.>").await;
+    for (user, subject) in [
+        ("watcher", "_INBOX.certflow-signer.>"),
+        ("reporter", "_INBOX.certflow-signer.>"),
+        ("signer", "_INBOX.>"),
+    ] {
+        refused(&nats, user, Ask::Subscribe, subject).await;
+    }
     assert!(
         async_nats::connect(&nats.url).await.is_err(),
         "NATS must refuse clients without a user"

@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use certflow_e2e::manifests::{
+    RBAC_KINDS, kind, kustomize, list, name, parse_yaml_documents, repo_root,
+};
 use certflow_e2e::{eventually, run, run_ok};
 use certflow_testenv::TestEnv;
 use serde_json::Value;
@@ -37,10 +40,6 @@ const MANAGER: &str = "certflow-helm-e2e";
 /// The chart and the overlay install the same cluster-wide names; one at a
 /// time holds the API server.
 static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The helm binary `scripts/install-tools.sh` builds (or `CERTFLOW_HELM`).
 fn helm() -> std::process::Command {
@@ -77,42 +76,6 @@ fn helm_template(sets: &[&str]) -> String {
         command.args(["--set", set]);
     }
     run_ok(&mut command, "")
-}
-
-fn kustomize(env: &TestEnv, dir: &str) -> String {
-    run_ok(
-        env.kubectl().arg("kustomize").arg(repo_root().join(dir)),
-        "",
-    )
-}
-
-/// The documents of a multi-document YAML text (separated by `---` lines).
-fn parse_yaml_documents(text: &str) -> Vec<Value> {
-    let mut documents = vec![String::new()];
-    for line in text.lines() {
-        if line.trim_end() == "---" {
-            documents.push(String::new());
-        } else if let Some(current) = documents.last_mut() {
-            current.push_str(line);
-            current.push('\n');
-        }
-    }
-    documents
-        .iter()
-        .map(|document| {
-            let value: serde_yaml::Value = serde_yaml::from_str(document).expect("valid YAML");
-            serde_json::to_value(value).expect("YAML maps to JSON")
-        })
-        .filter(|value| !value.is_null())
-        .collect()
-}
-
-fn kind(object: &Value) -> &str {
-    object["kind"].as_str().unwrap_or_default()
-}
-
-fn name(object: &Value) -> &str {
-    object["metadata"]["name"].as_str().unwrap_or_default()
 }
 
 /// Objects by "kind namespace/name", the chart's own labels removed.
@@ -398,25 +361,9 @@ fn the_values_reach_the_objects() {
 
 /// Kinds whose CRDs (KEDA, Prometheus Operator) the local API server lacks.
 const ABSENT_KINDS: [&str; 3] = ["ScaledObject", "ServiceMonitor", "PrometheusRule"];
-/// Identity and permissions: applied for real; the rest as a server-side dry
-/// run, so no Pods pile up.
-const RBAC_KINDS: [&str; 8] = [
-    "Namespace",
-    "ServiceAccount",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "Role",
-    "RoleBinding",
-    "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding",
-];
-
-fn list(objects: &[&Value]) -> String {
-    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
-}
-
-/// Applies `rendering` (relocated to `pki`): identity for real, the rest as a
-/// server-side dry run, which must print no warning (Pod Security included).
+/// Applies `rendering` (relocated to `pki`): identity ([`RBAC_KINDS`]) for
+/// real, the rest as a server-side dry run, so no Pods pile up; it must print
+/// no warning (Pod Security included).
 fn apply(env: &TestEnv, what: &str, rendering: &str) {
     let objects: Vec<Value> = parse_yaml_documents(rendering)
         .into_iter()

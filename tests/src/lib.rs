@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fixtures;
+pub mod manifests;
 pub mod report_api;
 pub mod services;
 pub mod tenant;
