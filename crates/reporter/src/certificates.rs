@@ -38,6 +38,7 @@ use tracing::{info, warn};
 
 use crate::events::{Notice, ObjectRef};
 use crate::notices::failure_notice;
+use crate::summary::summarize;
 
 /// The failure `scert`'s status reports now: `status.lastFailure` while the
 /// `Ready` condition is not True. This is the one answer to "is this
@@ -350,7 +351,7 @@ pub async fn watch(
         };
         match next {
             Ok(Some(event)) => {
-                if let Some(event) = summarize(event) {
+                if let Some(event) = summarize(event, CertificateSummary::of) {
                     cache.apply(event);
                 }
                 if !*synced.borrow() && cache.read(CertificateIndex::is_synced) {
@@ -369,17 +370,6 @@ pub async fn watch(
             }
         }
     }
-}
-
-/// The watch event with each ServiceCertificate reduced to its summary.
-fn summarize(event: Event<ServiceCertificate>) -> Option<Event<CertificateSummary>> {
-    Some(match event {
-        Event::Apply(scert) => Event::Apply(CertificateSummary::of(&scert)?),
-        Event::Delete(scert) => Event::Delete(CertificateSummary::of(&scert)?),
-        Event::Init => Event::Init,
-        Event::InitApply(scert) => Event::InitApply(CertificateSummary::of(&scert)?),
-        Event::InitDone => Event::InitDone,
-    })
 }
 
 #[cfg(test)]

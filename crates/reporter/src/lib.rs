@@ -40,5 +40,6 @@ pub mod notices;
 pub mod outcomes;
 pub mod owners;
 pub mod pods;
+mod summary;
 
 pub use error::Error;

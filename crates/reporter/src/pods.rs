@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::events::ObjectRef;
+use crate::summary::summarize;
 
 /// The names of every Secret `spec` consumes: secret volumes, secret
 /// sources of projected volumes, `env[].valueFrom.secretKeyRef` and
@@ -334,7 +335,7 @@ pub async fn watch(
         };
         match next {
             Ok(Some(event)) => {
-                if let Some(event) = summarize(event) {
+                if let Some(event) = summarize(event, PodSummary::of) {
                     for pod in index.apply(event) {
                         observer.appeared(pod);
                     }
@@ -355,18 +356,6 @@ pub async fn watch(
             }
         }
     }
-}
-
-/// The watch event with each Pod reduced to its summary; `None` for a Pod
-/// the API server would never send (no namespace, name or uid).
-fn summarize(event: Event<Pod>) -> Option<Event<PodSummary>> {
-    Some(match event {
-        Event::Apply(pod) => Event::Apply(PodSummary::of(&pod)?),
-        Event::Delete(pod) => Event::Delete(PodSummary::of(&pod)?),
-        Event::Init => Event::Init,
-        Event::InitApply(pod) => Event::InitApply(PodSummary::of(&pod)?),
-        Event::InitDone => Event::InitDone,
-    })
 }
 
 #[cfg(test)]
