@@ -152,12 +152,30 @@ pub async fn run(
     let namespace = settings.namespace.clone();
     let namespace = namespace.as_deref();
     let managed = watcher::Config::default().labels(labels::MANAGED_SELECTOR);
+    // The controller's own cache of ServiceCertificates (see below); the
+    // CA cache's triggers look up who names a CA in it.
+    let (store, scert_writer) = reflector::store_shared(TRIGGER_BUFFER);
+    // A change to a managed Secret or a CA reconciles the ServiceCertificates
+    // it concerns, triggered from the cache's own stream, after the cache
+    // took the change in: a reconcile never reads the cache from before the
+    // change that triggered it. (A separate trigger watch could deliver the
+    // event first; the reconcile then decided on the old CA and nothing
+    // looked again until the CA's next change.) Deletions trigger too.
+    let (related, related_changes) = futures::channel::mpsc::unbounded();
     let (secrets, secret_writer) = reflector::store();
-    let secret_cache = watcher(scoped::<Secret>(client.clone(), namespace), managed.clone())
+    let secret_cache = watcher(scoped::<Secret>(client.clone(), namespace), managed)
         .backoff(watch_backoff())
         .modify(forget_managed_fields)
         .reflect(secret_writer)
-        .for_each(|_| async {});
+        .for_each({
+            let related = related.clone();
+            move |event| {
+                if let Some(secret) = event.as_ref().ok().and_then(changed) {
+                    trigger(&related, certificate_of(secret));
+                }
+                async {}
+            }
+        });
     let (cas, ca_writer) = reflector::store();
     let ca_cache = watcher(
         Api::<CertificateAuthority>::all(client.clone()),
@@ -165,7 +183,15 @@ pub async fn run(
     )
     .backoff(watch_backoff())
     .reflect(ca_writer)
-    .for_each(|_| async {});
+    .for_each({
+        let store = store.clone();
+        move |event| {
+            if let Some(ca) = event.as_ref().ok().and_then(changed) {
+                trigger(&related, certificates_naming(ca, &store));
+            }
+            async {}
+        }
+    });
     tokio::spawn(secret_cache);
     tokio::spawn(ca_cache);
     let _ = secrets.wait_until_ready().await;
@@ -176,8 +202,8 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    // The controller's own cache, without managedFields: at 10,000
-    // ServiceCertificates they are about 40 % of its size.
+    // The controller's own cache (`store`, above), without managedFields: at
+    // 10,000 ServiceCertificates they are about 40 % of its size.
     //
     // Its trigger is the cache's subscription, not `applied_objects()`. On a
     // re-list (after the API server expired the watch), `applied_objects()`
@@ -187,7 +213,6 @@ pub async fn run(
     // so a ServiceCertificate created during the watch gap got no work item
     // (found by the chaos test, seed 1). The subscription yields live
     // changes and, once a (re-)list is complete, every stored object.
-    let (store, scert_writer) = reflector::store_shared(TRIGGER_BUFFER);
     let triggers = scert_writer
         .subscribe()
         .expect("a shared store can be subscribed to");
@@ -214,6 +239,7 @@ pub async fn run(
     let controller = Controller::for_shared_stream(triggers, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
         .reconcile_on(woken)
+        .reconcile_on(related_changes)
         .trigger_backoff(watch_backoff());
     let context = Arc::new(Context {
         publisher: Publisher::new(js.clone(), topology),
@@ -227,39 +253,7 @@ pub async fn run(
         ledger,
         restored: tokio::sync::Mutex::default(),
     });
-    // A second watch of managed Secrets (and of CAs) next to the caches':
-    // kube-runtime 5's shared reflector (`store_shared` + `subscribe`)
-    // would save it, but dispatches applies only, never deletes, and a
-    // deleted Secret must trigger its ServiceCertificate at once.
     let reconciling = controller
-        .watches(
-            scoped::<Secret>(client.clone(), namespace),
-            managed,
-            |secret| {
-                let name = secret
-                    .annotations()
-                    .get(labels::SERVICE_CERTIFICATE)?
-                    .clone();
-                Some(ObjectRef::new(&name).within(&secret.namespace()?))
-            },
-        )
-        .watches(
-            Api::<CertificateAuthority>::all(client),
-            watcher::Config::default(),
-            move |ca| {
-                let name = ca.name_any();
-                let is_default = ca.spec.is_default();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|scert| match scert.spec.issuer_name() {
-                        Some(issuer) => issuer == name,
-                        None => is_default,
-                    })
-                    .map(|scert| ObjectRef::from_obj(scert.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
         .graceful_shutdown_on({
             let shutdown = shutdown.clone();
             async move { shutdown.cancelled().await }
@@ -414,6 +408,52 @@ async fn reconcile(scert: Arc<ServiceCertificate>, ctx: Arc<Context>) -> Result<
             Ok(Action::await_change())
         }
     }
+}
+
+/// The object a cache's watch event applied, listed or deleted.
+fn changed<K>(event: &watcher::Event<K>) -> Option<&K> {
+    match event {
+        watcher::Event::Apply(object)
+        | watcher::Event::InitApply(object)
+        | watcher::Event::Delete(object) => Some(object),
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
+/// Asks for a reconcile of each of `certificates`. The receiver lives as
+/// long as the controller; after it stopped, there is nothing to ask.
+fn trigger(
+    related: &futures::channel::mpsc::UnboundedSender<ObjectRef<ServiceCertificate>>,
+    certificates: impl IntoIterator<Item = ObjectRef<ServiceCertificate>>,
+) {
+    for certificate in certificates {
+        let _ = related.unbounded_send(certificate);
+    }
+}
+
+/// The ServiceCertificate a managed Secret was issued for.
+fn certificate_of(secret: &Secret) -> Option<ObjectRef<ServiceCertificate>> {
+    let name = secret.annotations().get(labels::SERVICE_CERTIFICATE)?;
+    Some(ObjectRef::new(name).within(&secret.namespace()?))
+}
+
+/// The ServiceCertificates that name `ca`, or leave the issuer out while it
+/// is the default.
+fn certificates_naming(
+    ca: &CertificateAuthority,
+    store: &Store<ServiceCertificate>,
+) -> Vec<ObjectRef<ServiceCertificate>> {
+    let name = ca.name_any();
+    let is_default = ca.spec.is_default();
+    store
+        .state()
+        .into_iter()
+        .filter(|scert| match scert.spec.issuer_name() {
+            Some(issuer) => issuer == name,
+            None => is_default,
+        })
+        .map(|scert| ObjectRef::from_obj(scert.as_ref()))
+        .collect()
 }
 
 /// The work item's detail, saying so when it is a republication.
