@@ -43,6 +43,22 @@ impl Fixture {
         Api::namespaced(self.client.clone(), &self.services.control_plane_namespace)
     }
 
+    /// Waits until the watcher exports CA `name`'s expiry as `not_after`
+    /// (`certflow_ca_expiration_timestamp_seconds`, from the status the
+    /// signer wrote).
+    async fn await_ca_expiry_exported(&self, name: &str, not_after: SystemTime) {
+        let seconds = not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let sample = format!("certflow_ca_expiration_timestamp_seconds{{ca=\"{name}\"}} {seconds}");
+        let watcher = self.services.watcher.as_ref().expect("the watcher runs");
+        eventually(&format!("the watcher to export {sample}"), WAIT, || async {
+            watcher.metrics().await.contains(&sample).then_some(())
+        })
+        .await;
+    }
+
     /// The tenant CA's key pair Secret (see `create_generated_ca`).
     fn key_pair_secret(&self) -> String {
         format!("{}-key-pair", self.issuer)
@@ -410,15 +426,7 @@ async fn a_ca_within_thirty_days_of_expiry_stays_ready_says_so_and_caps_certific
         "the certificate ends with the CA"
     );
 
-    let seconds = not_after
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    let sample = format!(
-        "certflow_signer_ca_expiration_timestamp_seconds{{certificate_authority=\"{name}\"}} {seconds}"
-    );
-    let metrics = fx.services.signers[0].metrics().await;
-    assert!(metrics.contains(&sample), "{sample} in:\n{metrics}");
+    fx.await_ca_expiry_exported(&name, not_after).await;
 }
 
 #[tokio::test]
@@ -570,16 +578,8 @@ async fn every_ca_has_a_status_before_any_certificate_uses_it() {
         (policy.status, policy.reason.as_str()),
         (ConditionStatus::False, "PolicySet")
     );
-    let seconds = authority
-        .not_after()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    let sample = format!(
-        "certflow_signer_ca_expiration_timestamp_seconds{{certificate_authority=\"{name}\"}} {seconds}"
-    );
-    let metrics = fx.services.signers[0].metrics().await;
-    assert!(metrics.contains(&sample), "{sample} in:\n{metrics}");
+    fx.await_ca_expiry_exported(&name, authority.not_after())
+        .await;
 }
 
 #[tokio::test]

@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 use self::controller::Context;
 use self::state::Trust;
 use crate::Error;
-use crate::metrics::Metrics;
 
 /// How long an item waits for the controller to first look at a CA it
 /// names (at start-up, or a CA this installation was never asked for):
@@ -113,10 +112,8 @@ impl Authorities {
         client: Client,
         namespace: &str,
         field_manager: &str,
-        metrics: Metrics,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
-        let (context, snapshot, watches) =
-            Context::start(client, namespace, field_manager, metrics);
+        let (context, snapshot, watches) = Context::start(client, namespace, field_manager);
         (Self { context, snapshot }, watches)
     }
 

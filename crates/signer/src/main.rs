@@ -55,12 +55,8 @@ async fn main() -> anyhow::Result<()> {
     let publisher = certflow_bus::Publisher::new(js, topology.clone());
     let metrics = service.metrics().with_registry(Metrics::new);
 
-    let (authorities, watches) = Authorities::new(
-        client.clone(),
-        &args.namespace,
-        &args.field_manager,
-        metrics.clone(),
-    );
+    let (authorities, watches) =
+        Authorities::new(client.clone(), &args.namespace, &args.field_manager);
     tokio::spawn(watches);
     authorities.wait_ready().await;
     let authorities = Arc::new(authorities);

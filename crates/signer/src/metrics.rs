@@ -24,11 +24,6 @@ struct Outcome {
     outcome: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Ca {
-    certificate_authority: String,
-}
-
 /// Counters and histograms, cheap to clone (they share their values).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -41,7 +36,6 @@ pub struct Metrics {
     work_pending: Gauge,
     handle_seconds: Family<Outcome, Histogram, fn() -> Histogram>,
     key_generation_seconds: Histogram,
-    ca_expiration: Family<Ca, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -60,7 +54,6 @@ impl Metrics {
             work_pending: Gauge::default(),
             handle_seconds: Family::new_with_constructor(latency_histogram),
             key_generation_seconds: latency_histogram(),
-            ca_expiration: Family::default(),
         };
         registry.register(
             "certificates_issued",
@@ -107,34 +100,7 @@ impl Metrics {
             "Time to generate one private key",
             metrics.key_generation_seconds.clone(),
         );
-        registry.register(
-            "ca_expiration_timestamp_seconds",
-            "notAfter of each CertificateAuthority's certificate whose key pair this replica \
-             holds, as Unix seconds",
-            metrics.ca_expiration.clone(),
-        );
         metrics
-    }
-
-    /// Records when CertificateAuthority `name`'s certificate expires, or
-    /// forgets it (`None`) when its key pair is gone or it was deleted.
-    pub fn ca_expiration(&self, name: &str, not_after: Option<std::time::SystemTime>) {
-        let label = Ca {
-            certificate_authority: name.to_owned(),
-        };
-        match not_after {
-            Some(not_after) => {
-                let seconds = not_after
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |since| {
-                        i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
-                    });
-                self.ca_expiration.get_or_create(&label).set(seconds);
-            }
-            None => {
-                self.ca_expiration.remove(&label);
-            }
-        }
     }
 
     pub fn issued(&self, why: &str) {

@@ -45,7 +45,6 @@ use tracing::{debug, info, instrument, warn};
 use super::state::{self, CaState, KeyPair, Observation, Trust, ca_state, desired_status};
 use super::{Signing, Snapshot, Verdict};
 use crate::Error;
-use crate::metrics::Metrics;
 
 /// The longest a CA goes unlooked-at when neither it, its Secret nor the
 /// clock changes anything: a safety net for a missed watch event.
@@ -85,7 +84,6 @@ pub struct Context {
     field_manager: String,
     cas: Store<CertificateAuthority>,
     secrets: Store<Secret>,
-    metrics: Metrics,
     /// Loaded key pairs by CA name.
     keys: Mutex<HashMap<String, HeldKeys>>,
     /// Key pair Secrets that cannot be used, by CA name: the
@@ -118,7 +116,6 @@ impl Context {
         client: Client,
         namespace: &str,
         field_manager: &str,
-        metrics: Metrics,
     ) -> (
         Arc<Self>,
         watch::Receiver<Snapshot>,
@@ -134,7 +131,6 @@ impl Context {
             field_manager: field_manager.to_owned(),
             cas,
             secrets,
-            metrics,
             keys: Mutex::default(),
             unusable: Mutex::default(),
             requested: Mutex::default(),
@@ -261,7 +257,6 @@ impl Context {
         self.snapshot.send_if_modified(|snapshot| {
             snapshot.contains_key(name) && Arc::make_mut(snapshot).remove(name).is_some()
         });
-        self.metrics.ca_expiration(name, None);
         if held {
             info!(ca = %name, "CertificateAuthority deleted; its key pair is no longer held");
         }
@@ -292,7 +287,7 @@ impl Context {
     async fn observe(&self, ca: &CertificateAuthority) -> Result<Seen, Error> {
         let secret = self.secrets.get(&self.secret_ref(ca));
         let seen = self.assess(ca, secret.as_deref()).await?;
-        self.record(ca, &seen);
+        self.warn_if_unrestricted(ca);
         if ca.status.as_ref() == Some(&seen.status) {
             self.publish(ca, &seen);
             return Ok(seen);
@@ -441,15 +436,11 @@ impl Context {
         });
     }
 
-    /// Metrics and the once-per-CA warning, after each look at a CA.
-    fn record(&self, ca: &CertificateAuthority, seen: &Seen) {
+    /// Warns once per CA (by uid) that it has no policy. (A CA's expiry is
+    /// exported by the watcher, from the status written here:
+    /// `certflow_ca_expiration_timestamp_seconds`.)
+    fn warn_if_unrestricted(&self, ca: &CertificateAuthority) {
         let name = ca.name_any();
-        self.metrics.ca_expiration(
-            &name,
-            seen.key_pair
-                .authority()
-                .map(|authority| authority.not_after()),
-        );
         if ca.spec.policy.is_none() {
             let uid = ca.uid().unwrap_or_else(|| name.clone());
             if lock(&self.warned_unrestricted).insert(uid) {
