@@ -1,6 +1,16 @@
-//! Observes one work item at a time; writes the ServiceCertificate's Secret
-//! and status and publishes the outcome; never touches a Secret without
-//! certflow's managed label, and never writes when nothing changed.
+//! Observes one work item at a time, its ServiceCertificate (from the
+//! watch cache in [`crate::caches`], read only when the cache cannot answer)
+//! and, when status names an issued certificate, its Secret; writes the
+//! ServiceCertificate's Secret and status and publishes the outcome; never
+//! touches a Secret without certflow's managed label, and never writes when
+//! nothing changed.
+//!
+//! A first issuance costs two API requests: the Secret is created without
+//! being read (the create-only write fails if any Secret of that name
+//! exists, and only then is it read and planned for), and status is
+//! patched. A renewal or re-issue reads the Secret it replaces, then
+//! applies it with that resourceVersion as a precondition and patches
+//! status: three.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -19,6 +29,7 @@ use tracing::{debug, info, instrument};
 
 use crate::Error;
 use crate::authority::{Authorities, Issuer};
+use crate::caches::{Caches, Lookup};
 use crate::metrics::Metrics;
 use crate::plan::{Plan, plan, renewal_time};
 use crate::request::{key_spec, leaf_request, rfc3339, secret};
@@ -40,6 +51,7 @@ pub enum Handled {
 #[derive(Clone)]
 pub struct Handler {
     client: Client,
+    caches: Caches,
     authorities: Arc<Authorities>,
     publisher: Publisher,
     metrics: Metrics,
@@ -57,6 +69,7 @@ impl std::fmt::Debug for Handler {
 impl Handler {
     pub fn new(
         client: Client,
+        caches: Caches,
         authorities: Arc<Authorities>,
         publisher: Publisher,
         metrics: Metrics,
@@ -64,6 +77,7 @@ impl Handler {
     ) -> Self {
         Self {
             client,
+            caches,
             authorities,
             publisher,
             metrics,
@@ -75,12 +89,7 @@ impl Handler {
     /// request that can never succeed is reported and returns `Failed`.
     #[instrument(skip_all, fields(namespace = %item.namespace, name = %item.name, generation = item.generation, trace_id = %trace))]
     pub async fn handle(&self, item: &WorkItem, trace: &TraceId) -> Result<Handled, Error> {
-        let scerts: Api<ServiceCertificate> = Api::namespaced(self.client.clone(), &item.namespace);
-        let Some(scert) = scerts
-            .get_opt(&item.name)
-            .await
-            .map_err(Error::kube("reading the ServiceCertificate"))?
-        else {
+        let Some(scert) = self.service_certificate(item).await? else {
             return Ok(Handled::Skipped { why: "deleted" });
         };
         if scert.uid().as_deref() != Some(item.uid.as_str()) {
@@ -104,63 +113,124 @@ impl Handler {
             return self.refuse(&scert, item, trace, violation).await;
         }
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &item.namespace);
-        let existing = secrets
+        // Status names no certificate: none was ever written, so the Secret
+        // is created without reading it first; a Secret that exists anyway
+        // makes the create fail, and is then read and planned for (caches.rs).
+        let mut existing = if expects_secret(&scert) {
+            self.read_secret(&secrets, &scert, "certificate_recorded")
+                .await?
+        } else {
+            None
+        };
+        let mut created_blind = existing.is_none();
+        loop {
+            let now = SystemTime::now();
+            let (why, reuse_key) = match plan(
+                &scert,
+                existing.as_ref(),
+                issuer.authority.fingerprint(),
+                now,
+            ) {
+                Plan::Refuse(violation) => {
+                    return self.refuse(&scert, item, trace, violation).await;
+                }
+                Plan::UpToDate(inspection) => {
+                    self.confirm(&scert, item, trace, &issuer, &Summary::from(&inspection))
+                        .await?;
+                    return Ok(Handled::UpToDate);
+                }
+                Plan::Issue { why, reuse_key } => (why, reuse_key),
+            };
+            debug!(why = why.as_str(), "issuing");
+            let key = match reuse_key {
+                Some(pem) => PrivateKey::from_pem(&pem)?,
+                None => self.generate_key(key_spec(&scert.spec)).await?,
+            };
+            let request = leaf_request(
+                &scert.spec,
+                &item.namespace,
+                issuer.policy.as_ref(),
+                now,
+                &issuer.authority,
+            )
+            .map_err(|message| Error::InvalidObject {
+                namespace: item.namespace.clone(),
+                name: item.name.clone(),
+                message,
+            })?;
+            let issued = issuer.served(issuer.authority.issue(&request, &key)?);
+            let desired = secret(
+                &scert,
+                &issuer.name,
+                &issued,
+                &key.to_pkcs8_pem(),
+                issuer.trust_bundle(),
+            );
+            match self
+                .write_secret(&secrets, existing.as_ref(), &desired)
+                .await
+            {
+                Ok(()) => {}
+                // Created without reading, and a Secret was there after
+                // all: read it and plan again, once (the create-only write
+                // never replaced it).
+                Err(err) if created_blind && already_exists(&err) => {
+                    created_blind = false;
+                    existing = self.read_secret(&secrets, &scert, "secret_existed").await?;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            }
+            // Counted once the Secret holds it: if confirming fails, the
+            // retry finds the Secret up to date and must not count it
+            // again, nor leave it uncounted.
+            self.metrics.issued(why.as_str());
+            self.confirm(&scert, item, trace, &issuer, &Summary::from(&issued))
+                .await?;
+            info!(serial = %issued.serial, why = why.as_str(), secret = %scert.spec.secret_name, "certificate issued");
+            return Ok(Handled::Issued {
+                serial: issued.serial,
+            });
+        }
+    }
+
+    /// The item's ServiceCertificate: from the watch cache when it holds
+    /// this object at the item's generation or later, otherwise read (a
+    /// cache miss is never taken for a deletion; only a 404 is).
+    async fn service_certificate(
+        &self,
+        item: &WorkItem,
+    ) -> Result<Option<Arc<ServiceCertificate>>, Error> {
+        let why = match self.caches.service_certificate(
+            &item.namespace,
+            &item.name,
+            &item.uid,
+            item.generation,
+        ) {
+            Lookup::Fresh(scert) => return Ok(Some(scert)),
+            Lookup::Read(why) => why,
+        };
+        self.metrics.api_read("servicecertificate", why);
+        let scerts: Api<ServiceCertificate> = Api::namespaced(self.client.clone(), &item.namespace);
+        let scert = scerts
+            .get_opt(&item.name)
+            .await
+            .map_err(Error::kube("reading the ServiceCertificate"))?;
+        Ok(scert.map(Arc::new))
+    }
+
+    /// Reads `scert`'s Secret (`why`: for the metric).
+    async fn read_secret(
+        &self,
+        secrets: &Api<Secret>,
+        scert: &ServiceCertificate,
+        why: &'static str,
+    ) -> Result<Option<Secret>, Error> {
+        self.metrics.api_read("secret", why);
+        secrets
             .get_opt(&scert.spec.secret_name)
             .await
-            .map_err(Error::kube("reading the Secret"))?;
-        let now = SystemTime::now();
-        match plan(
-            &scert,
-            existing.as_ref(),
-            issuer.authority.fingerprint(),
-            now,
-        ) {
-            Plan::Refuse(violation) => self.refuse(&scert, item, trace, violation).await,
-            Plan::UpToDate(inspection) => {
-                self.confirm(&scert, item, trace, &issuer, &Summary::from(&inspection))
-                    .await?;
-                Ok(Handled::UpToDate)
-            }
-            Plan::Issue { why, reuse_key } => {
-                debug!(why = why.as_str(), "issuing");
-                let key = match reuse_key {
-                    Some(pem) => PrivateKey::from_pem(&pem)?,
-                    None => self.generate_key(key_spec(&scert.spec)).await?,
-                };
-                let request = leaf_request(
-                    &scert.spec,
-                    &item.namespace,
-                    issuer.policy.as_ref(),
-                    now,
-                    &issuer.authority,
-                )
-                .map_err(|message| Error::InvalidObject {
-                    namespace: item.namespace.clone(),
-                    name: item.name.clone(),
-                    message,
-                })?;
-                let issued = issuer.served(issuer.authority.issue(&request, &key)?);
-                let desired = secret(
-                    &scert,
-                    &issuer.name,
-                    &issued,
-                    &key.to_pkcs8_pem(),
-                    issuer.trust_bundle(),
-                );
-                self.write_secret(&secrets, existing.as_ref(), &desired)
-                    .await?;
-                // Counted once the Secret holds it: if confirming fails, the
-                // retry finds the Secret up to date and must not count it
-                // again, nor leave it uncounted.
-                self.metrics.issued(why.as_str());
-                self.confirm(&scert, item, trace, &issuer, &Summary::from(&issued))
-                    .await?;
-                info!(serial = %issued.serial, why = why.as_str(), secret = %scert.spec.secret_name, "certificate issued");
-                Ok(Handled::Issued {
-                    serial: issued.serial,
-                })
-            }
-        }
+            .map_err(Error::kube("reading the Secret"))
     }
 
     /// Generates a key off the async workers: RSA takes tens of milliseconds.
@@ -406,6 +476,19 @@ impl Handler {
             work_id: item.dedup_id.clone(),
         }
     }
+}
+
+/// Whether status says a certificate was written, so a Secret should exist.
+fn expects_secret(scert: &ServiceCertificate) -> bool {
+    scert
+        .status
+        .as_ref()
+        .is_some_and(|status| status.serial_number.is_some())
+}
+
+/// A create refused because an object of that name exists.
+fn already_exists(err: &Error) -> bool {
+    matches!(err, Error::Kube { source: kube::Error::Api(status), .. } if status.code == 409)
 }
 
 /// The Ready message of an issued certificate. Leaves never outlive their

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod caches;
 mod error;
 pub mod handler;
 pub mod metrics;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use certflow_runtime::kube_client::{self, KUBERNETES_DEPENDENCY};
 use certflow_runtime::{CommonArgs, Service, nats::NATS_DEPENDENCY};
 use certflow_signer::authority::Authorities;
+use certflow_signer::caches::Caches;
 use certflow_signer::handler::Handler;
 use certflow_signer::metrics::Metrics;
 use certflow_signer::worker::Worker;
@@ -24,6 +25,13 @@ struct Args {
     /// live. Only this namespace's Secrets are ever read for CA keys.
     #[arg(long, env = "CERTFLOW_NAMESPACE", default_value = "certflow-system")]
     namespace: String,
+
+    /// Cache ServiceCertificates of this namespace only (default: all
+    /// namespaces). Items from other namespaces read their object from the
+    /// API, so this only narrows the watch, e.g. when RBAC is granted per
+    /// namespace.
+    #[arg(long, env = "CERTFLOW_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
 
     /// Work items handled at once by this replica.
     #[arg(long, env = "CERTFLOW_SIGNER_CONCURRENCY", default_value_t = 32)]
@@ -71,8 +79,13 @@ async fn main() -> anyhow::Result<()> {
         service.shutdown().token(),
     ));
 
+    // Not awaited: until the first listing completes, and whenever the
+    // watch is down (or forbidden), work items read their object instead.
+    let (caches, watch) = Caches::new(client.clone(), args.watch_namespace.as_deref());
+    tokio::spawn(watch);
     let handler = Handler::new(
         client,
+        caches,
         authorities,
         publisher.clone(),
         metrics.clone(),

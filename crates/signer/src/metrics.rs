@@ -24,12 +24,19 @@ struct Outcome {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Read {
+    object: String,
+    why: String,
+}
+
 /// Counters and histograms, cheap to clone (they share their values).
 #[derive(Clone, Debug)]
 pub struct Metrics {
     issued: Family<Why, Counter>,
     failed: Family<Reason, Counter>,
     secret_writes: Counter,
+    api_reads: Family<Read, Counter>,
     handled: Family<Outcome, Counter>,
     retries: Family<Reason, Counter>,
     dead_letters: Counter,
@@ -48,6 +55,7 @@ impl Metrics {
             issued: Family::default(),
             failed: Family::default(),
             secret_writes: Counter::default(),
+            api_reads: Family::default(),
             handled: Family::default(),
             retries: Family::default(),
             dead_letters: Counter::default(),
@@ -69,6 +77,12 @@ impl Metrics {
             "secret_writes",
             "Secrets created or updated",
             metrics.secret_writes.clone(),
+        );
+        registry.register(
+            "api_reads",
+            "Objects work items read from the Kubernetes API rather than a watch cache, by \
+             object and why",
+            metrics.api_reads.clone(),
         );
         registry.register(
             "work_items",
@@ -125,6 +139,17 @@ impl Metrics {
 
     pub fn secret_writes(&self) -> u64 {
         self.secret_writes.get()
+    }
+
+    /// A work item read `object` from the API server (`why`: what the
+    /// cache could not answer).
+    pub fn api_read(&self, object: &str, why: &str) {
+        self.api_reads
+            .get_or_create(&Read {
+                object: object.to_owned(),
+                why: why.to_owned(),
+            })
+            .inc();
     }
 
     pub fn handled(&self, outcome: &str, started: Instant) {
