@@ -47,6 +47,6 @@ lint: ## formatting and clippy
 fmt:
 	$(CARGO) fmt --all
 
-bench: tools ## measure throughput, latency, scale, renewal storms and fairness (release build; tens of minutes)
+bench: tools ## measure throughput (with API requests per certificate, beside a no-certflow floor), latency, scale, renewal storms and fairness (release build; tens of minutes)
 	$(CARGO) build --release --workspace --bins
 	CERTFLOW_BIN_DIR=target/release target/release/certflow-bench $(BENCH_ARGS)

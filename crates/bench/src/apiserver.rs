@@ -92,6 +92,12 @@ impl RequestCounts {
         self
     }
 
+    /// Requests of one verb and resource (`resource/subresource` for a
+    /// subresource).
+    pub fn count(&self, verb: &str, resource: &str) -> f64 {
+        self.sum(|kind| kind.verb == verb && kind.resource == resource)
+    }
+
     pub fn reads(&self) -> f64 {
         self.sum(|kind| !kind.is_write())
     }
@@ -198,6 +204,9 @@ apiserver_request_duration_seconds_bucket{verb="GET",le="0.1"} 99
                 ("WATCH".into(), "pods".into(), 2.0),
             ]
         );
+        assert_eq!(counts.count("GET", "secrets"), 10.0);
+        assert_eq!(counts.count("PATCH", "servicecertificates/status"), 5.0);
+        assert_eq!(counts.count("PATCH", "servicecertificates"), 0.0);
         assert_eq!(counts.reads(), 13.0);
         assert_eq!(counts.writes(), 5.0);
         assert_eq!(counts.writes_to(&["servicecertificates"]), 5.0);

@@ -29,6 +29,7 @@ use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::{Client, ResourceExt as _};
 
+use crate::apiserver::{Counted, RequestCounts};
 use crate::poll::{self, Look};
 use crate::process::peak_rss_bytes;
 use crate::scenarios::Tracker;
@@ -172,6 +173,10 @@ pub struct CertManagerBurst {
     /// Every child process during the timed part (the controller and the
     /// control plane).
     pub usage: Vec<Usage>,
+    /// Every request the API server served from the first create until all
+    /// were Ready (all clients), per certificate.
+    pub requests_per_certificate: f64,
+    pub requests: Vec<Counted>,
 }
 
 /// Runs cert-manager's burst in a fresh namespace with its own CA, Issuer and
@@ -210,15 +215,20 @@ pub async fn cert_manager_burst(
     let mut usage = None;
     let result = async {
         wait_until_ready(&issuers, "bench-ca", &mut controller).await?;
+        let before = RequestCounts::fetch(&client).await?;
         let sampling = ChildUsage::start();
         let timed = timed_burst(&client, &ns, count, &mut controller).await;
         usage = Some(sampling.finish());
-        timed
+        let during = RequestCounts::fetch(&client)
+            .await?
+            .since(&before)
+            .without_resource("/metrics");
+        timed.map(|timed| (timed, during))
     }
     .await;
     let peak_rss = controller.pid().map(peak_rss_bytes).transpose();
     controller.terminate(Duration::from_secs(10));
-    let (seconds, certificate_requests) =
+    let ((seconds, certificate_requests), during) =
         result.map_err(|err| anyhow::anyhow!("{err}\n{}", controller.tail(30)))?;
     let events = Api::<Event>::namespaced(client, &ns)
         .list(&ListParams::default())
@@ -233,6 +243,8 @@ pub async fn cert_manager_burst(
         events,
         certificate_requests,
         usage: usage.unwrap_or_default(),
+        requests_per_certificate: during.total() / count.max(1) as f64,
+        requests: during.breakdown(),
     })
 }
 
@@ -572,17 +584,25 @@ impl Comparison {
             self.cert_manager_version, self.count
         );
         println!(
-            "{:<8} {:>12} {:>16} {:>11} {:>15}",
-            "run", "certflow/s", "cert-manager/s", "certflow s", "cert-manager s"
+            "{:<8} {:>12} {:>16} {:>11} {:>15} {:>10} {:>10}",
+            "run",
+            "certflow/s",
+            "cert-manager/s",
+            "certflow s",
+            "cert-manager s",
+            "cf req/c",
+            "cm req/c"
         );
         for (i, round) in self.rounds.iter().enumerate() {
             println!(
-                "{:<8} {:>12.1} {:>16.1} {:>11.2} {:>15.2}",
+                "{:<8} {:>12.1} {:>16.1} {:>11.2} {:>15.2} {:>10.2} {:>10.2}",
                 i + 1,
                 round.certflow.per_second,
                 round.cert_manager.per_second,
                 round.certflow.seconds,
                 round.cert_manager.seconds,
+                round.certflow.requests_per_certificate,
+                round.cert_manager.requests_per_certificate,
             );
         }
         println!(

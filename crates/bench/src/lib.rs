@@ -9,6 +9,7 @@
 pub mod apiserver;
 pub mod cert_manager;
 pub mod fairness;
+pub mod floor;
 pub mod poll;
 pub mod process;
 pub mod scale;

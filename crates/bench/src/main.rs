@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use certflow_api::KeyAlgorithm;
-use certflow_bench::{fairness, scale, scenarios, stats, storm};
+use certflow_bench::{fairness, floor, scale, scenarios, stats, storm};
 use clap::Parser;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 
 /// Measure certflow: issuance throughput (burst), latency under an
 /// open-loop load, memory and API load at scale, a renewal storm, and
@@ -31,6 +33,10 @@ struct Args {
     /// Skip the burst scenario.
     #[arg(long)]
     no_burst: bool,
+    /// Skip the floor beside the burst (the driver writing what an
+    /// issuance writes, with no certflow running).
+    #[arg(long)]
+    no_floor: bool,
     /// Skip the latency scenario.
     #[arg(long)]
     no_latency: bool,
@@ -102,6 +108,7 @@ struct Args {
 struct Results {
     runs: usize,
     bursts: Vec<scenarios::Burst>,
+    floors: Vec<floor::Floor>,
     latencies: Vec<scenarios::Latency>,
     scales: Vec<scale::Scale>,
     storms: Vec<storm::Storm>,
@@ -122,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Results {
         runs: args.runs,
         bursts: Vec::new(),
+        floors: Vec::new(),
         latencies: Vec::new(),
         scales: Vec::new(),
         storms: Vec::new(),
@@ -217,7 +225,7 @@ async fn run_bursts(
         .burst_namespace_in_flight
         .map(|cap| format!("--namespace-in-flight={cap}"));
     let watcher_args: Vec<&str> = cap.iter().map(String::as_str).collect();
-    for (algorithm, signers) in selected {
+    for (index, (algorithm, signers)) in selected.enumerate() {
         for run in 1..=args.runs {
             let burst = scenarios::burst_with_watcher_args(
                 env,
@@ -228,9 +236,24 @@ async fn run_bursts(
             )
             .await?;
             eprintln!(
-                "burst {algorithm} x{signers} run {run}: {:.1} certificates/s",
-                burst.per_second
+                "burst {algorithm} x{signers} run {run}: {:.1} certificates/s, {:.2} requests per \
+                 certificate ({:.2} of the issuance's kinds)",
+                burst.per_second,
+                burst.requests_per_certificate,
+                burst.issuance_requests_per_certificate
             );
+            // The floor follows the first configuration's runs one by one,
+            // so outside load falls on both alike.
+            if index == 0 && !args.no_floor {
+                let secrets: Api<Secret> = Api::namespaced(env.client().await?, &burst.namespace);
+                let issued = secrets.get("burst-0-tls").await?;
+                let floor = floor::floor(env, args.burst, &issued).await?;
+                eprintln!(
+                    "floor run {run}: {:.1} certificates' writes/s, {:.2} requests per certificate",
+                    floor.per_second, floor.requests_per_certificate
+                );
+                results.floors.push(floor);
+            }
             results.bursts.push(burst);
         }
     }
@@ -282,9 +305,16 @@ fn print_bursts(results: &Results) {
     {
         println!("watcher: {}", burst.watcher_args.join(" "));
     }
+    let floor = stats::median(
+        &results
+            .floors
+            .iter()
+            .map(|f| f.per_second)
+            .collect::<Vec<_>>(),
+    );
     println!(
-        "{:<10} {:>8} {:>16} {:>10}",
-        "algorithm", "signers", "certificates/s", "seconds"
+        "{:<10} {:>8} {:>16} {:>10} {:>10} {:>14} {:>9}",
+        "algorithm", "signers", "certificates/s", "seconds", "req/cert", "issuance req", "of floor"
     );
     let mut keys: Vec<(String, usize)> = results
         .bursts
@@ -302,8 +332,33 @@ fn print_bursts(results: &Results) {
             .unwrap_or_default();
         let secs =
             stats::median(&runs.iter().map(|b| b.seconds).collect::<Vec<_>>()).unwrap_or_default();
-        println!("{algorithm:<10} {signers:>8} {rate:>16.1} {secs:>10.2}");
+        let requests = median_of(&runs, |b| b.requests_per_certificate);
+        let issuance = median_of(&runs, |b| b.issuance_requests_per_certificate);
+        let of_floor = floor.map_or(f64::NAN, |floor| rate / floor * 100.0);
+        println!(
+            "{algorithm:<10} {signers:>8} {rate:>16.1} {secs:>10.2} {requests:>10.2} \
+             {issuance:>14.2} {of_floor:>8.0}%"
+        );
     }
+    if let Some(floor) = floor {
+        let requests = median_of(&results.floors, |f| f.requests_per_certificate);
+        let secs = median_of(&results.floors, |f| f.seconds);
+        println!(
+            "{:<19} {floor:>16.1} {secs:>10.2} {requests:>10.2}   (the driver's own \
+             ServiceCertificate, Secret and status writes, no certflow; {} runs)",
+            "floor",
+            results.floors.len()
+        );
+    }
+    println!(
+        "req/cert: every request the API server served during the burst, per certificate; \
+         issuance req: of those, the kinds the signer uses ({})",
+        scenarios::ISSUANCE_KINDS
+            .iter()
+            .map(|(verb, resource)| format!("{verb} {resource}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
 
 fn print_latencies(results: &Results) {

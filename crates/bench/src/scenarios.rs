@@ -20,6 +20,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
 
+use crate::apiserver::{Counted, RequestCounts};
 use crate::poll::{self, Look};
 use crate::process::ensure_running;
 use crate::stats::Percentiles;
@@ -147,7 +148,32 @@ pub struct Burst {
     pub watcher_args: Vec<String>,
     pub seconds: f64,
     pub per_second: f64,
+    /// The namespace the certificates were issued in (the floor copies a
+    /// Secret from it).
+    pub namespace: String,
+    /// Every request the API server served from the first create until all
+    /// were Ready (all clients: the driver's creates and watch, certflow's
+    /// services, kube-controller-manager), per certificate.
+    pub requests_per_certificate: f64,
+    /// Those of the kinds the signer's issuance path uses (reads and writes
+    /// of Secrets and ServiceCertificates, status patches), per
+    /// certificate. The driver's own creates (`POST servicecertificates`)
+    /// are not among them.
+    pub issuance_requests_per_certificate: f64,
+    pub requests: Vec<Counted>,
 }
+
+/// The verb and resource of every request the signer makes for an
+/// issuance: reading the ServiceCertificate and the Secret, creating or
+/// applying the Secret, patching status.
+pub const ISSUANCE_KINDS: [(&str, &str); 6] = [
+    ("GET", "servicecertificates"),
+    ("GET", "secrets"),
+    ("POST", "secrets"),
+    ("APPLY", "secrets"),
+    ("PATCH", "secrets"),
+    ("PATCH", "servicecertificates/status"),
+];
 
 pub async fn burst(
     env: &TestEnv,
@@ -179,6 +205,7 @@ pub async fn burst_with_watcher_args(
     let ready = track_ready(client.clone(), &ns);
     let api: Api<ServiceCertificate> = Api::namespaced(client.clone(), &ns);
 
+    let before = RequestCounts::fetch(&client).await?;
     let started = Instant::now();
     futures::stream::iter(0..count)
         .map(|i| {
@@ -200,8 +227,11 @@ pub async fn burst_with_watcher_args(
         .wait_for(count, Duration::from_secs(600), &mut services)
         .await;
     let seconds = started.elapsed().as_secs_f64();
+    let during = RequestCounts::fetch(&client).await;
     services.stop();
     result.map_err(|err| anyhow::anyhow!("{err}\n{}", services.logs()))?;
+    let during = during?.since(&before).without_resource("/metrics");
+    let per_certificate = |requests: f64| requests / count.max(1) as f64;
     Ok(Burst {
         count,
         algorithm: algorithm.as_str().to_owned(),
@@ -209,6 +239,15 @@ pub async fn burst_with_watcher_args(
         watcher_args: watcher_args.iter().map(|arg| (*arg).to_owned()).collect(),
         seconds,
         per_second: count as f64 / seconds,
+        namespace: ns,
+        requests_per_certificate: per_certificate(during.total()),
+        issuance_requests_per_certificate: per_certificate(
+            ISSUANCE_KINDS
+                .iter()
+                .map(|(verb, resource)| during.count(verb, resource))
+                .sum(),
+        ),
+        requests: during.breakdown(),
     })
 }
 
