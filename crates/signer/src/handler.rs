@@ -564,6 +564,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_secret_is_read_first_only_when_status_names_an_issued_certificate() {
+        let mut scert = crate::request::tests::fixture_scert();
+        assert!(!expects_secret(&scert), "no status");
+        scert.status = Some(certflow_api::ServiceCertificateStatus::default());
+        assert!(!expects_secret(&scert), "refused before any issuance");
+        scert.status = Some(certflow_api::ServiceCertificateStatus {
+            serial_number: Some("01ab".into()),
+            ..Default::default()
+        });
+        assert!(expects_secret(&scert));
+    }
+
+    #[test]
+    fn only_a_409_from_the_api_counts_as_a_secret_that_already_exists() {
+        let api_error = |code: u16| {
+            let status = kube::core::Status::failure("secrets \"web-tls\" already exists", "x")
+                .with_code(code);
+            Error::kube("creating the Secret")(kube::Error::Api(status.boxed()))
+        };
+        assert!(already_exists(&api_error(409)));
+        assert!(!already_exists(&api_error(422)));
+        assert!(!already_exists(&api_error(500)));
+        assert!(!already_exists(&Error::InvalidObject {
+            namespace: "shop".into(),
+            name: "web".into(),
+            message: "409".into(),
+        }));
+    }
+
+    #[test]
     fn the_ready_message_says_when_the_validity_was_cut_to_the_cas_expiry() {
         let ca_not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
         let shortened = issued_message("internal", "web-tls", ca_not_after, ca_not_after);
