@@ -2,7 +2,9 @@
 //! consumer, checks each ServiceCertificate against the spec rules and its
 //! CertificateAuthority's policy, generates the key and certificate, writes
 //! the `kubernetes.io/tls` Secret and the ServiceCertificate status, and
-//! publishes the outcome for the reporter.
+//! publishes the outcome for the reporter. It reads ServiceCertificates
+//! from a watch cache ([`caches`]) and never lists or watches Secrets
+//! outside its control-plane namespace.
 //!
 //! It is the only certflow component that reads CA keys ([`authority`]). It
 //! never modifies or deletes a Secret without certflow's managed label, never
