@@ -10,11 +10,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Why {
-    why: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
     reason: String,
 }
@@ -27,20 +22,20 @@ struct Outcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Read {
     object: String,
-    why: String,
+    reason: String,
 }
 
 /// Counters and histograms, cheap to clone (they share their values).
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    issued: Family<Why, Counter>,
+    issued: Family<Reason, Counter>,
     failed: Family<Reason, Counter>,
     secret_writes: Counter,
     api_reads: Family<Read, Counter>,
     handled: Family<Outcome, Counter>,
     retries: Family<Reason, Counter>,
     dead_letters: Counter,
-    work_pending: Gauge,
+    consumer_pending: Gauge,
     handle_seconds: Family<Outcome, Histogram, fn() -> Histogram>,
     key_generation_seconds: Histogram,
 }
@@ -59,13 +54,13 @@ impl Metrics {
             handled: Family::default(),
             retries: Family::default(),
             dead_letters: Counter::default(),
-            work_pending: Gauge::default(),
+            consumer_pending: Gauge::default(),
             handle_seconds: Family::new_with_constructor(latency_histogram),
             key_generation_seconds: latency_histogram(),
         };
         registry.register(
             "certificates_issued",
-            "Certificates issued, by why they were (re)issued",
+            "Certificates issued, by the reason they were (re)issued",
             metrics.issued.clone(),
         );
         registry.register(
@@ -81,7 +76,7 @@ impl Metrics {
         registry.register(
             "api_reads",
             "Objects work items read from the Kubernetes API rather than a watch cache, by \
-             object and why",
+             object and reason",
             metrics.api_reads.clone(),
         );
         registry.register(
@@ -100,9 +95,9 @@ impl Metrics {
             metrics.dead_letters.clone(),
         );
         registry.register(
-            "work_pending",
+            "consumer_pending",
             "Work items waiting in the signer consumer, as of the last delivery (queue lag)",
-            metrics.work_pending.clone(),
+            metrics.consumer_pending.clone(),
         );
         registry.register(
             "handle_seconds",
@@ -117,10 +112,10 @@ impl Metrics {
         metrics
     }
 
-    pub fn issued(&self, why: &str) {
+    pub fn issued(&self, reason: &str) {
         self.issued
-            .get_or_create(&Why {
-                why: why.to_owned(),
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
             })
             .inc();
     }
@@ -141,13 +136,13 @@ impl Metrics {
         self.secret_writes.get()
     }
 
-    /// A work item read `object` from the API server (`why`: what the
+    /// A work item read `object` from the API server (`reason`: what the
     /// cache could not answer).
-    pub fn api_read(&self, object: &str, why: &str) {
+    pub fn api_read(&self, object: &str, reason: &str) {
         self.api_reads
             .get_or_create(&Read {
                 object: object.to_owned(),
-                why: why.to_owned(),
+                reason: reason.to_owned(),
             })
             .inc();
     }
@@ -170,8 +165,8 @@ impl Metrics {
             .inc();
     }
 
-    pub fn work_pending(&self, pending: u64) {
-        self.work_pending
+    pub fn consumer_pending(&self, pending: u64) {
+        self.consumer_pending
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 

@@ -73,7 +73,7 @@ impl Worker {
             }
         };
         let item = &delivery.message;
-        self.metrics.work_pending(delivery.info.pending);
+        self.metrics.consumer_pending(delivery.info.pending);
         let trace = delivery.info.trace_id_or_new();
         let span = info_span!("work_item", namespace = %item.namespace, name = %item.name, trace_id = %trace, delivered = delivery.info.delivered);
         async {
