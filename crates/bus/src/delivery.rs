@@ -8,7 +8,7 @@ use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, AckKind};
 use certflow_proto::v1::{DeadLetter, Outcome, SCHEMA_VERSION, WorkItem};
 
-use crate::{BusError, TraceId, trace};
+use crate::{BusError, TraceParent};
 
 /// Where a delivery sits in its stream and how often it has been delivered.
 #[derive(Clone, Debug)]
@@ -29,8 +29,10 @@ pub struct DeliveryInfo {
     pub pending: u64,
     /// When the stream stored the message.
     pub published: async_nats::datetime::DateTime,
-    /// The `certflow-trace-id` header, if present and well formed.
-    pub trace_id: Option<TraceId>,
+    /// Where the message sits in its trace (`traceparent`, or the legacy
+    /// `certflow-trace-id`), if present and well formed; hand it to
+    /// [`crate::trace::follow`].
+    pub trace: Option<TraceParent>,
     /// The `Nats-Msg-Id` header, if present.
     pub message_id: Option<String>,
 }
@@ -52,17 +54,12 @@ impl DeliveryInfo {
             delivered: u64::try_from(info.delivered).unwrap_or(0).max(1),
             pending: info.pending,
             published: info.published,
-            trace_id: headers.and_then(trace::trace_id),
+            trace: headers.and_then(TraceParent::from_headers),
             message_id: headers
                 .and_then(|h| h.get(NATS_MESSAGE_ID))
                 .map(|v| v.as_str().to_owned()),
             subject,
         })
-    }
-
-    /// The delivery's trace id, or a fresh one for messages published without.
-    pub fn trace_id_or_new(&self) -> TraceId {
-        self.trace_id.clone().unwrap_or_else(TraceId::generate)
     }
 }
 

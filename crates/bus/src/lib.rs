@@ -27,7 +27,7 @@ pub use publish::{PublishReceipt, Publisher};
 pub use pull::Puller;
 pub use settings::{Retry, RetryPolicy};
 pub use topology::{SubjectKind, SubjectRef, Topology};
-pub use trace::{TraceId, headers_with_trace, trace_id};
+pub use trace::{TraceId, TraceParent, headers_with_trace, trace_id};
 
 /// The message definitions this crate carries, re-exported for convenience.
 pub use certflow_proto::v1 as proto;

@@ -109,8 +109,9 @@ impl Consumer {
     async fn process(&self, message: &Message, delivery: &Delivery<Outcome>, progress: InProgress) {
         let outcome = &delivery.message;
         let info = &delivery.info;
-        let trace = info.trace_id_or_new();
-        let span = info_span!("outcome", namespace = %outcome.namespace, name = %outcome.name, trace_id = %trace, delivered = info.delivered);
+        let span = info_span!("outcome", namespace = %outcome.namespace, name = %outcome.name, trace_id = tracing::field::Empty, delivered = info.delivered);
+        // A child of the signer's publishing span, in the watcher's trace.
+        certflow_bus::trace::follow(&span, info.trace.as_ref());
         let metrics = self.outcomes.metrics();
         metrics.consumer_pending(info.pending);
         async {

@@ -20,11 +20,16 @@
 //! its note and its `reportingInstance` ([`Notice::reported_by`]). The
 //! request's `reporting_component` is the caller's own claim, so it is only
 //! logged. See `docs/design/20261203-report-api-identity.md`.
+//!
+//! A W3C `traceparent` (and `tracestate`) in the call's metadata makes the
+//! call's span, and the Event writes under it, part of the caller's trace.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use certflow_bus::TraceParent;
+use certflow_bus::trace::TRACEPARENT_HEADER;
 use certflow_proto::v1::report_request::Regarding;
 use certflow_proto::v1::reporter_server::{Reporter as ReporterApi, ReporterServer};
 use certflow_proto::v1::{EventType as ProtoEventType, ReportRequest, ReportResponse};
@@ -32,7 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
-use tracing::{Span, info, instrument, warn};
+use tracing::{Instrument as _, Span, info, info_span, instrument, warn};
 
 use crate::Error;
 use crate::auth::Guard;
@@ -239,12 +244,25 @@ impl ReportService {
 
 #[tonic::async_trait]
 impl ReporterApi for ReportService {
-    #[instrument(skip_all, fields(
-        component = %request.get_ref().reporting_component,
-        reason = %request.get_ref().reason,
-        caller = tracing::field::Empty,
-    ))]
     async fn report(
+        &self,
+        request: Request<ReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let span = info_span!(
+            "report",
+            component = %request.get_ref().reporting_component,
+            reason = %request.get_ref().reason,
+            caller = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        // The Events this call writes continue the caller's trace.
+        certflow_bus::trace::follow(&span, caller_trace(request.metadata()).as_ref());
+        self.report_in_span(request).instrument(span).await
+    }
+}
+
+impl ReportService {
+    async fn report_in_span(
         &self,
         request: Request<ReportRequest>,
     ) -> Result<Response<ReportResponse>, Status> {
@@ -267,6 +285,13 @@ impl ReporterApi for ReportService {
             }
         }
     }
+}
+
+/// The W3C trace context the caller sent in `traceparent` (and
+/// `tracestate`) metadata, if well formed.
+fn caller_trace(metadata: &tonic::metadata::MetadataMap) -> Option<TraceParent> {
+    let value = |key: &str| metadata.get(key).and_then(|value| value.to_str().ok());
+    TraceParent::from_traceparent(value(TRACEPARENT_HEADER)?, value("tracestate"))
 }
 
 /// The gRPC status for `err`: the caller's mistakes are theirs to fix,

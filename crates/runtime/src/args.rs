@@ -29,6 +29,13 @@ pub struct CommonArgs {
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
 
+    /// OpenTelemetry collector to export spans to over OTLP/gRPC, e.g.
+    /// `http://otel-collector:4317` (plain text: run the collector, or an
+    /// agent, inside the cluster). Unset: no spans are exported; log lines
+    /// still carry the `trace_id` that NATS headers propagate.
+    #[arg(long, env = "CERTFLOW_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
     /// NATS server URL(s), comma-separated (e.g. every server of a cluster;
     /// the client also learns the others from the first it reaches).
     #[arg(
@@ -141,6 +148,20 @@ impl CommonArgs {
     }
 }
 
+/// Accepts an `http://host:port` OTLP/gRPC endpoint. `https://` is refused
+/// here rather than failing at the first export: the exporter is built
+/// without TLS.
+fn parse_otlp_endpoint(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    match text.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() => Ok(text.to_owned()),
+        _ if text.starts_with("https://") => Err(
+            "TLS to the collector is not supported: give an http:// endpoint (a collector or agent next to the service)".to_owned(),
+        ),
+        _ => Err("expected http://host:port".to_owned()),
+    }
+}
+
 /// Parses a flag's duration with the same Go syntax the CRDs use (`500ms`,
 /// `30s`, `2m`, `1h30m`), so there is one duration grammar in certflow.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -225,6 +246,9 @@ mod tests {
         if env_unset("CERTFLOW_NATS_CREDS") {
             assert_eq!(args.nats_creds, None);
         }
+        if env_unset("CERTFLOW_OTLP_ENDPOINT") {
+            assert_eq!(args.otlp_endpoint, None);
+        }
     }
 
     #[test]
@@ -273,6 +297,18 @@ mod tests {
         // Why the split is ours: the client parses a string as one URL.
         let whole = "nats://a:4222,nats://b:4222".parse::<async_nats::ServerAddr>();
         assert!(whole.is_err(), "{whole:?}");
+    }
+
+    #[test]
+    fn the_otlp_endpoint_must_be_plain_http() {
+        let endpoint = |value: &str| parse(&["--otlp-endpoint", value]).map(|a| a.otlp_endpoint);
+        assert_eq!(
+            endpoint("http://collector:4317").ok(),
+            Some(Some("http://collector:4317".to_owned()))
+        );
+        assert!(endpoint("https://collector:4317").is_err());
+        assert!(endpoint("collector:4317").is_err());
+        assert!(endpoint("http://").is_err());
     }
 
     #[test]

@@ -14,6 +14,14 @@ pub enum RuntimeError {
         source: tracing_subscriber::filter::ParseError,
     },
 
+    /// `--otlp-endpoint` cannot be used to export spans.
+    #[error("OTLP span exporter for {endpoint}: {source}")]
+    OtlpExporter {
+        endpoint: String,
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+
     /// A global tracing subscriber was already installed.
     #[error("telemetry is already initialised: {source}")]
     TelemetryAlreadyInitialised {
@@ -105,6 +113,7 @@ impl RuntimeError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::InvalidLogFilter { .. } => "invalid_log_filter",
+            Self::OtlpExporter { .. } => "otlp_exporter",
             Self::TelemetryAlreadyInitialised { .. } => "telemetry_already_initialised",
             Self::Bind { .. } => "bind",
             Self::Serve { .. } => "serve",

@@ -1,5 +1,6 @@
 //! Plumbing every certflow service binary shares, so that each `main.rs` is
-//! wiring: the common flags ([`CommonArgs`]), logging ([`telemetry`]), gRPC
+//! wiring: the common flags ([`CommonArgs`]), logging and optional OTLP span
+//! export ([`telemetry`]), gRPC
 //! health for Kubernetes probes ([`health`]), Prometheus metrics
 //! ([`metrics`]), graceful shutdown on SIGTERM ([`Shutdown`]) and the NATS
 //! connection ([`connect_nats`]), and the Kubernetes API client with its

@@ -7,14 +7,17 @@ use certflow_bus::Topology;
 use tracing::info;
 
 use crate::server::RunningServer;
+use crate::telemetry::{OtlpExport, Telemetry};
 use crate::{
     CommonArgs, HealthHandle, Metrics, RuntimeError, Shutdown, health, metrics, telemetry,
 };
 
-/// A started service: logging, signal handling, health and metrics servers.
+/// A started service: logging and span export, signal handling, health and
+/// metrics servers.
 #[derive(Debug)]
 pub struct Service {
     name: &'static str,
+    telemetry: Telemetry,
     args: CommonArgs,
     shutdown: Shutdown,
     health: HealthHandle,
@@ -24,7 +27,8 @@ pub struct Service {
 }
 
 impl Service {
-    /// Installs logging, the TLS crypto provider ([`crate::tls`]), the
+    /// Installs logging (and span export to `--otlp-endpoint`, as
+    /// `service.name` = `name`), the TLS crypto provider ([`crate::tls`]), the
     /// SIGTERM/SIGINT handlers and the health and
     /// metrics servers. `name` (e.g. `certflow-signer`) names the NATS
     /// connection and, with `-` turned into `_`, prefixes every metric.
@@ -38,8 +42,12 @@ impl Service {
         args: CommonArgs,
         dependencies: &[&str],
     ) -> Result<Self, RuntimeError> {
-        telemetry::init(args.log_format, &args.log_filter)?;
-        Self::start_without_telemetry(name, args, dependencies).await
+        let export = args.otlp_endpoint.clone().map(|endpoint| OtlpExport {
+            endpoint,
+            service_name: name,
+        });
+        let telemetry = telemetry::init(args.log_format, &args.log_filter, export.as_ref())?;
+        Self::start_with_telemetry(name, args, dependencies, telemetry).await
     }
 
     /// [`Service::start`] for processes that installed their own subscriber
@@ -48,6 +56,15 @@ impl Service {
         name: &'static str,
         args: CommonArgs,
         dependencies: &[&str],
+    ) -> Result<Self, RuntimeError> {
+        Self::start_with_telemetry(name, args, dependencies, Telemetry::default()).await
+    }
+
+    async fn start_with_telemetry(
+        name: &'static str,
+        args: CommonArgs,
+        dependencies: &[&str],
+        telemetry: Telemetry,
     ) -> Result<Self, RuntimeError> {
         crate::tls::install_crypto_provider();
         let shutdown = Shutdown::on_signals(args.shutdown_grace)?;
@@ -65,10 +82,12 @@ impl Service {
         info!(
             service = name,
             version = env!("CARGO_PKG_VERSION"),
+            exporting_spans = telemetry.exports(),
             "started"
         );
         Ok(Self {
             name,
+            telemetry,
             args,
             shutdown,
             health,
@@ -129,14 +148,16 @@ impl Service {
         crate::connect_nats(&self.args, self.name, &self.health, &self.shutdown).await
     }
 
-    /// Reports NOT_SERVING, then stops the health and metrics servers. Call
-    /// after the service's own work has drained.
+    /// Reports NOT_SERVING, then stops the health and metrics servers and
+    /// exports the spans still buffered. Call after the service's own work
+    /// has drained.
     pub async fn stop(self) -> Result<(), RuntimeError> {
         self.shutdown.request("service stopping");
         self.health.set_shutting_down().await;
         let metrics = self.metrics_server.stop().await;
         let health = self.health_server.stop().await;
         info!(service = self.name, "stopped");
+        self.telemetry.shutdown_async().await;
         metrics.and(health)
     }
 }

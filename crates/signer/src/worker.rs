@@ -74,8 +74,9 @@ impl Worker {
         };
         let item = &delivery.message;
         self.metrics.consumer_pending(delivery.info.pending);
-        let trace = delivery.info.trace_id_or_new();
-        let span = info_span!("work_item", namespace = %item.namespace, name = %item.name, trace_id = %trace, delivered = delivery.info.delivered);
+        let span = info_span!("work_item", namespace = %item.namespace, name = %item.name, trace_id = tracing::field::Empty, delivered = delivery.info.delivered);
+        // A child of the watcher's publishing span, in its trace.
+        let trace = certflow_bus::trace::follow(&span, delivery.info.trace.as_ref());
         async {
             // Stopped before the ack, NAK or term below, which are the last
             // word on the message.

@@ -513,7 +513,8 @@ impl Context {
         trigger: Trigger,
         attempt: u32,
     ) -> Result<PublishReceipt, Error> {
-        let trace = TraceId::generate();
+        // A decision starts a trace: the reconcile's, when spans are exported.
+        let trace = TraceId::current_or_generate();
         let receipt = match self.publisher.publish_work(item, &trace).await {
             Err(err) if err.is_stream_missing() => {
                 self.restore_streams().await?;

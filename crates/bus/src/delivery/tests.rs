@@ -6,6 +6,7 @@ use certflow_proto::v1::{Trigger, WorkItem};
 use prost::Message as _;
 
 use super::*;
+use crate::TraceId;
 use crate::trace::headers_with_trace;
 
 const SUBJECT: &str = "certflow.work.v1.shop.api";
@@ -78,7 +79,10 @@ async fn a_work_delivery_decodes_with_its_position_and_trace() {
     assert_eq!(delivery.info.stream_sequence, 41);
     assert_eq!(delivery.info.consumer_sequence, 7);
     assert_eq!(delivery.info.pending, 5);
-    assert_eq!(delivery.info.trace_id, Some(trace));
+    assert_eq!(
+        delivery.info.trace.map(|parent| parent.trace_id()),
+        Some(trace)
+    );
 }
 
 #[tokio::test]
