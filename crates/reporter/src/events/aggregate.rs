@@ -314,6 +314,10 @@ impl Aggregator {
             self.entries.remove(&write.key);
         } else if let Some(entry) = self.entries.get_mut(&write.key) {
             entry.in_flight = false;
+            // Not written: its rate-limit token goes back, or an API outage
+            // (a try every second) would use up the burst and hold the
+            // Event back for minutes after the API server is back.
+            self.limiter.refund(&write.key.limit_key());
         }
     }
 

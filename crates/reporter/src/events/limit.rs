@@ -73,6 +73,16 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         }
     }
 
+    /// Gives back the token a write took for `key` when the write never
+    /// reached the API server: the limit is on Events written, so an
+    /// outage's failed attempts must not use up the burst.
+    pub fn refund(&mut self, key: &K) {
+        let burst = f64::from(self.limit.burst);
+        if let Some(bucket) = self.buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(burst);
+        }
+    }
+
     /// Forgets buckets that are full again: they behave exactly like new ones.
     pub fn prune(&mut self, now: Instant) {
         let limit = self.limit;
@@ -141,6 +151,23 @@ mod tests {
         assert!(limiter.try_acquire(&"pod-b", now));
         assert!(!limiter.try_acquire(&"pod-a", now));
         assert!(limiter.try_acquire(&"never-seen", now));
+    }
+
+    #[test]
+    fn a_refunded_token_can_be_taken_again_but_never_above_the_burst() {
+        let now = Instant::now();
+        let mut spent = limiter();
+        while spent.try_acquire(&"pod", now) {}
+        spent.refund(&"pod");
+        assert!(spent.try_acquire(&"pod", now));
+        assert!(!spent.try_acquire(&"pod", now));
+        let mut fresh = limiter();
+        assert!(fresh.try_acquire(&"new", now));
+        for _ in 0..10 {
+            fresh.refund(&"new");
+        }
+        let passed = (0..100).filter(|_| fresh.try_acquire(&"new", now)).count();
+        assert_eq!(passed, 25);
     }
 
     #[test]

@@ -366,3 +366,31 @@ fn the_hash_is_fnv1a() {
     assert_eq!(fnv1a(&["a"]), expected);
     assert_eq!(fnv1a(&[""]), 0xaf63_bd4c_8601_b7df);
 }
+
+#[test]
+fn writes_that_fail_transiently_do_not_use_up_the_rate_limit() {
+    let mut aggregator = aggregator();
+    let (pod, notice) = (pod("u1"), warning("bad"));
+    let start = Instant::now();
+    // An outage: the create is retried every second and fails each time.
+    for second in 0..100 {
+        let now = start + Duration::from_secs(second);
+        let write = if second == 0 {
+            aggregator
+                .observe(&pod, &notice, now, Timestamp::now())
+                .write
+                .expect("the first observation writes")
+        } else {
+            let mut due = aggregator.due(now);
+            assert_eq!(due.len(), 1, "second {second}: the create is still owed");
+            due.remove(0)
+        };
+        assert_eq!(write.kind, WriteKind::Create);
+        aggregator.failed(&write, true);
+    }
+    // The API server is back: the next try goes out at once.
+    let mut due = aggregator.due(start + Duration::from_secs(100));
+    assert_eq!(due.len(), 1, "the owed create is not rate limited");
+    let write = due.remove(0);
+    aggregator.written(&write, write.count, None, start + Duration::from_secs(100));
+}
