@@ -17,7 +17,7 @@ use std::time::Duration;
 use certflow_api::{IssuerRef, ServiceCertificate, ServiceCertificateSpec};
 use certflow_e2e::fixtures::inspect_secret;
 use certflow_e2e::manifests::{
-    RBAC_KINDS, kind, list, name, parse_yaml_documents, render, repo_root,
+    RBAC_KINDS, can_i, kind, list, name, parse_yaml_documents, render, repo_root,
 };
 use certflow_e2e::report_api;
 use certflow_e2e::services::binary;
@@ -589,29 +589,10 @@ async fn every_probe_names_a_health_service_its_binary_serves_and_without_nats_o
 // RBAC: what the ServiceAccounts may and may not do.
 
 /// `kubectl auth can-i` as a certflow ServiceAccount, impersonated by admin.
-/// `resource` may name a subresource: `servicecertificates.certflow.io/status`.
 fn can(env: &TestEnv, account: &str, verb: &str, resource: &str, namespace: &str) -> bool {
-    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
-    let mut command = env.kubectl();
-    command.args([
-        "auth",
-        "can-i",
-        verb,
-        resource,
-        "-n",
-        namespace,
-        &format!("--as=system:serviceaccount:{NAMESPACE}:{account}"),
-    ]);
-    if !subresource.is_empty() {
-        command.arg(format!("--subresource={subresource}"));
-    }
-    let output = run(&mut command, "");
-    let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    assert!(
-        answer == "yes" || answer == "no",
-        "kubectl auth can-i failed: {output:?}"
-    );
-    answer == "yes"
+    let mut kubectl = env.kubectl();
+    kubectl.arg(format!("--as=system:serviceaccount:{NAMESPACE}:{account}"));
+    can_i(kubectl, verb, resource, namespace)
 }
 
 #[tokio::test]

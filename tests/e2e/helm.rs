@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use certflow_e2e::manifests::{
-    RBAC_KINDS, kind, kustomize, list, name, parse_yaml_documents, repo_root,
+    RBAC_KINDS, can_i, kind, kustomize, list, name, parse_yaml_documents, repo_root,
 };
 use certflow_e2e::{eventually, run, run_ok};
 use certflow_testenv::TestEnv;
@@ -411,21 +411,9 @@ fn apply(env: &TestEnv, what: &str, rendering: &str) {
 
 /// `kubectl auth can-i` with `kubeconfig` (a ServiceAccount token's).
 fn can(env: &TestEnv, kubeconfig: &Path, verb: &str, resource: &str, namespace: &str) -> bool {
-    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
-    let mut command = env.kubectl();
-    command
-        .env("KUBECONFIG", kubeconfig)
-        .args(["auth", "can-i", verb, resource, "-n", namespace]);
-    if !subresource.is_empty() {
-        command.arg(format!("--subresource={subresource}"));
-    }
-    let output = run(&mut command, "");
-    let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    assert!(
-        answer == "yes" || answer == "no",
-        "kubectl auth can-i failed: {output:?}"
-    );
-    answer == "yes"
+    let mut kubectl = env.kubectl();
+    kubectl.env("KUBECONFIG", kubeconfig);
+    can_i(kubectl, verb, resource, namespace)
 }
 
 /// After `apply`: the ServiceAccounts in `pki` hold the base's rights (a

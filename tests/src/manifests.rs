@@ -3,11 +3,12 @@
 //! the few accessors and builders those tests share.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use certflow_testenv::TestEnv;
 use serde_json::Value;
 
-use crate::run_ok;
+use crate::{run, run_ok};
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
@@ -75,3 +76,22 @@ pub const RBAC_KINDS: [&str; 8] = [
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",
 ];
+
+/// `kubectl auth can-i <verb> <resource> -n <namespace>` with `kubectl`
+/// already set to ask as someone (`--as=…` or a KUBECONFIG of their
+/// token). `resource` may name a subresource:
+/// `servicecertificates.certflow.io/status`.
+pub fn can_i(mut kubectl: Command, verb: &str, resource: &str, namespace: &str) -> bool {
+    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+    kubectl.args(["auth", "can-i", verb, resource, "-n", namespace]);
+    if !subresource.is_empty() {
+        kubectl.arg(format!("--subresource={subresource}"));
+    }
+    let output = run(&mut kubectl, "");
+    let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        answer == "yes" || answer == "no",
+        "kubectl auth can-i failed: {output:?}"
+    );
+    answer == "yes"
+}
