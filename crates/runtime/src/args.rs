@@ -62,6 +62,35 @@ pub struct CommonArgs {
     )]
     pub nats_password: Option<String>,
 
+    /// PEM file of the CA certificate(s) that sign the NATS servers'
+    /// certificates, trusted instead of the system roots for NATS only (the
+    /// Kubernetes client is not affected). Giving it, or a client
+    /// certificate, makes TLS required: the service never falls back to
+    /// plain text.
+    #[arg(long, env = "CERTFLOW_NATS_TLS_CA", value_name = "PATH")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// PEM file of this service's client certificate (and any intermediates)
+    /// for NATS servers that verify clients (mutual TLS); needs
+    /// --nats-tls-key. Makes TLS required.
+    #[arg(
+        long,
+        env = "CERTFLOW_NATS_TLS_CERT",
+        value_name = "PATH",
+        requires = "nats_tls_key"
+    )]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of --nats-tls-cert; needs
+    /// --nats-tls-cert. Its contents never appear in logs or errors.
+    #[arg(
+        long,
+        env = "CERTFLOW_NATS_TLS_KEY",
+        value_name = "PATH",
+        requires = "nats_tls_cert"
+    )]
+    pub nats_tls_key: Option<PathBuf>,
+
     /// How long to keep retrying the first NATS connection before giving up
     /// (e.g. `90s`, `2m`).
     #[arg(long, env = "CERTFLOW_NATS_CONNECT_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
@@ -146,6 +175,47 @@ impl CommonArgs {
             .filter(|url| !url.is_empty())
             .collect()
     }
+}
+
+impl CommonArgs {
+    /// The TLS files for NATS named by `--nats-tls-ca`, `--nats-tls-cert`
+    /// and `--nats-tls-key`; `None` when none is given (TLS then follows the
+    /// URL scheme and the server). A certificate without its key, or a key
+    /// without its certificate, is an error (clap refuses it on the command
+    /// line; this catches arguments built in code).
+    pub fn nats_tls(&self) -> Result<Option<NatsTls>, RuntimeError> {
+        let client = match (&self.nats_tls_cert, &self.nats_tls_key) {
+            (Some(cert), Some(key)) => Some(ClientCertificate {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => return Err(RuntimeError::NatsTlsCertWithoutKey),
+        };
+        if self.nats_tls_ca.is_none() && client.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(NatsTls {
+            ca: self.nats_tls_ca.clone(),
+            client,
+        }))
+    }
+}
+
+/// TLS to NATS as the flags ask for it. When present, TLS is required.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsTls {
+    /// CA certificates to trust instead of the system roots.
+    pub ca: Option<PathBuf>,
+    /// The certificate to present to servers that verify clients.
+    pub client: Option<ClientCertificate>,
+}
+
+/// A client certificate and its key, as PEM file paths.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Accepts an `http://host:port` OTLP/gRPC endpoint. `https://` is refused
@@ -315,6 +385,106 @@ mod tests {
     fn a_user_without_a_password_is_refused() {
         assert!(parse(&["--nats-user", "signer"]).is_err());
         assert!(parse(&["--nats-user", "signer", "--nats-password", "pw"]).is_ok());
+    }
+
+    #[test]
+    fn the_nats_tls_flags_name_a_ca_and_a_client_certificate() {
+        let args = parse(&[
+            "--nats-tls-ca=/etc/certflow/nats-tls/ca.crt",
+            "--nats-tls-cert=/etc/certflow/nats-tls/tls.crt",
+            "--nats-tls-key=/etc/certflow/nats-tls/tls.key",
+        ]);
+        let tls = args.ok().map(|args| args.nats_tls().ok());
+        let expected = NatsTls {
+            ca: Some("/etc/certflow/nats-tls/ca.crt".into()),
+            client: Some(ClientCertificate {
+                cert: "/etc/certflow/nats-tls/tls.crt".into(),
+                key: "/etc/certflow/nats-tls/tls.key".into(),
+            }),
+        };
+        assert_eq!(tls, Some(Some(Some(expected))));
+    }
+
+    #[test]
+    fn a_ca_alone_or_a_client_certificate_alone_asks_for_tls() {
+        let tls = |flags: &[&str]| parse(flags).ok().and_then(|a| a.nats_tls().ok());
+        if env_unset("CERTFLOW_NATS_TLS_CERT") && env_unset("CERTFLOW_NATS_TLS_KEY") {
+            let ca_only = tls(&["--nats-tls-ca=ca.crt"]);
+            assert_eq!(
+                ca_only,
+                Some(Some(NatsTls {
+                    ca: Some("ca.crt".into()),
+                    client: None
+                }))
+            );
+        }
+        if env_unset("CERTFLOW_NATS_TLS_CA") {
+            let client_only = tls(&["--nats-tls-cert=tls.crt", "--nats-tls-key=tls.key"]);
+            assert!(
+                client_only.as_ref().is_some_and(|t| t
+                    .as_ref()
+                    .is_some_and(|t| t.ca.is_none() && t.client.is_some())),
+                "{client_only:?}"
+            );
+        }
+        let nothing_set = [
+            "CERTFLOW_NATS_TLS_CA",
+            "CERTFLOW_NATS_TLS_CERT",
+            "CERTFLOW_NATS_TLS_KEY",
+        ]
+        .into_iter()
+        .all(env_unset);
+        if nothing_set {
+            assert_eq!(tls(&[]), Some(None), "no flag: TLS follows the URL");
+        }
+    }
+
+    #[test]
+    fn a_client_certificate_without_its_key_is_refused_naming_the_missing_flag() {
+        for (given, missing) in [
+            ("--nats-tls-cert=tls.crt", "--nats-tls-key"),
+            ("--nats-tls-key=tls.key", "--nats-tls-cert"),
+        ] {
+            let other_env = if missing == "--nats-tls-key" {
+                "CERTFLOW_NATS_TLS_KEY"
+            } else {
+                "CERTFLOW_NATS_TLS_CERT"
+            };
+            if !env_unset(other_env) {
+                continue;
+            }
+            let error = parse(&[given])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains(missing), "{given}: {error:?}");
+        }
+        // Arguments built in code get the same answer when connecting.
+        let mut args = parse(&[]).expect("no flags are required");
+        args.nats_tls_cert = Some("tls.crt".into());
+        args.nats_tls_key = None;
+        assert!(matches!(
+            args.nats_tls(),
+            Err(RuntimeError::NatsTlsCertWithoutKey)
+        ));
+    }
+
+    #[test]
+    fn the_nats_tls_flags_are_settable_from_the_environment() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        for (flag, env) in [
+            ("nats_tls_ca", "CERTFLOW_NATS_TLS_CA"),
+            ("nats_tls_cert", "CERTFLOW_NATS_TLS_CERT"),
+            ("nats_tls_key", "CERTFLOW_NATS_TLS_KEY"),
+        ] {
+            let arg = command.get_arguments().find(|a| a.get_id() == flag);
+            assert_eq!(
+                arg.and_then(|a| a.get_env()).and_then(|e| e.to_str()),
+                Some(env),
+                "{flag}"
+            );
+        }
     }
 
     #[test]

@@ -73,6 +73,20 @@ pub enum RuntimeError {
     #[error("--nats-user and --nats-password must be given together")]
     NatsUserWithoutPassword,
 
+    /// `--nats-tls-cert` was given without `--nats-tls-key` or the other way round.
+    #[error("--nats-tls-cert and --nats-tls-key must be given together")]
+    NatsTlsCertWithoutKey,
+
+    /// A NATS TLS file (`--nats-tls-ca`, `--nats-tls-cert`, `--nats-tls-key`)
+    /// cannot be read or holds no usable PEM. The message names the file and
+    /// what is wrong with it, never its contents.
+    #[error("NATS TLS {flag} file {path}: {problem}")]
+    NatsTlsFile {
+        flag: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+
     /// NATS stayed unreachable for the whole start-up deadline.
     #[error("NATS at {url} unreachable after {attempts} attempts: {source}")]
     NatsConnect {
@@ -121,6 +135,8 @@ impl RuntimeError {
             Self::Signal { .. } => "signal",
             Self::NatsCredentials { .. } => "nats_credentials",
             Self::NatsUserWithoutPassword => "nats_user_without_password",
+            Self::NatsTlsCertWithoutKey => "nats_tls_cert_without_key",
+            Self::NatsTlsFile { .. } => "nats_tls_file",
             Self::NatsConnect { .. } => "nats_connect",
             Self::ShutdownWhileConnecting { .. } => "shutdown_while_connecting",
             Self::Bus { .. } => "bus",

@@ -23,7 +23,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod watchdog;
 
-pub use args::{CommonArgs, LogFormat, parse_duration};
+pub use args::{ClientCertificate, CommonArgs, LogFormat, NatsTls, parse_duration};
 pub use error::RuntimeError;
 pub use health::HealthHandle;
 pub use metrics::Metrics;

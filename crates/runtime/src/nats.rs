@@ -11,6 +11,12 @@
 //! one exit message with the last connection error, the first thing an
 //! operator reads in `kubectl logs`. After the first connection, reconnects
 //! are async-nats' own.
+//!
+//! TLS (`--nats-tls-ca`, `--nats-tls-cert`, `--nats-tls-key`, or a `tls://`
+//! URL) is async-nats' too; this module checks the files before each
+//! attempt, so a wrong path or a key that does not match its certificate
+//! ends start-up at once, naming the file, instead of being retried until
+//! the deadline.
 
 use std::time::Duration;
 
@@ -18,7 +24,7 @@ use async_nats::{Client, ConnectOptions, Event};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::{CommonArgs, HealthHandle, RuntimeError, Shutdown};
+use crate::{CommonArgs, HealthHandle, NatsTls, RuntimeError, Shutdown};
 
 /// Name of the health dependency that tracks the NATS connection.
 pub const NATS_DEPENDENCY: &str = "nats";
@@ -105,7 +111,28 @@ async fn options(
         (None, None) => {}
         _ => return Err(RuntimeError::NatsUserWithoutPassword),
     }
+    if let Some(tls) = args.nats_tls()? {
+        options = with_tls(options, &tls)?;
+    }
     Ok(options)
+}
+
+/// Adds the `--nats-tls-*` files to `options`, after checking them (see
+/// [`crate::tls::check_nats_tls_files`]). TLS becomes required: against a
+/// server that does not offer it the connection fails rather than carrying
+/// the password in plain text. A `tls://` URL requires TLS on its own, with
+/// the system roots unless `--nats-tls-ca` is given.
+fn with_tls(mut options: ConnectOptions, tls: &NatsTls) -> Result<ConnectOptions, RuntimeError> {
+    crate::tls::check_nats_tls_files(tls)?;
+    if let Some(ca) = &tls.ca {
+        // Replaces the system roots: async-nats loads them only when no
+        // root certificate was added.
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let Some(client) = &tls.client {
+        options = options.add_client_certificate(client.cert.clone(), client.key.clone());
+    }
+    Ok(options.require_tls(true))
 }
 
 /// Where the replies to this service's requests (JetStream API calls, pulled
