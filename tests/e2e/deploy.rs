@@ -864,12 +864,18 @@ struct Nats {
     passwords: BTreeMap<&'static str, String>,
     /// The CA file clients trust when the server requires TLS.
     tls_ca: Option<PathBuf>,
+    /// The client certificate and key the server then requires.
+    tls_client: Option<(PathBuf, PathBuf)>,
 }
 
-/// Certificates for a TLS-enabled test server, made with openssl.
+/// Certificates for a TLS-enabled test server and its clients, made with
+/// openssl as deploy/optional/nats-tls/README.md makes them.
 struct TestTls {
     /// Holds `tls.crt`, `tls.key` and `ca.crt`, as the Secret certflow-nats-tls would.
     dir: PathBuf,
+    /// Holds `tls.crt`, `tls.key` and `ca.crt`, as the Secret
+    /// certflow-nats-client-tls would: a client certificate of the same CA.
+    client_dir: PathBuf,
 }
 
 impl TestTls {
@@ -901,7 +907,22 @@ impl TestTls {
             "x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -days 1 -out tls.crt \
              -extfile extensions.cnf",
         );
-        Self { dir }
+        let client_dir = dir.join("client");
+        std::fs::create_dir_all(&client_dir).expect("client tls dir");
+        openssl(&format!(
+            "req {new_key} -keyout client/tls.key -out client.csr -subj /CN=certflow-services"
+        ));
+        std::fs::write(
+            dir.join("client-extensions.cnf"),
+            "extendedKeyUsage=clientAuth\n",
+        )
+        .expect("client extensions");
+        openssl(
+            "x509 -req -in client.csr -CA ca.crt -CAkey ca.key -days 1 -out client/tls.crt \
+             -extfile client-extensions.cnf",
+        );
+        std::fs::copy(dir.join("ca.crt"), client_dir.join("ca.crt")).expect("client ca.crt");
+        Self { dir, client_dir }
     }
 }
 
@@ -972,6 +993,12 @@ impl Nats {
             monitoring_port,
             passwords,
             tls_ca: tls.map(|tls| tls.dir.join("ca.crt")),
+            tls_client: tls.map(|tls| {
+                (
+                    tls.client_dir.join("tls.crt"),
+                    tls.client_dir.join("tls.key"),
+                )
+            }),
         };
         eventually("nats-server with deploy/base's users", WAIT, || async {
             let admin = nats.connect("admin").await.ok()?;
@@ -986,9 +1013,12 @@ impl Nats {
             user.to_owned(),
             self.passwords[user].clone(),
         );
-        match &self.tls_ca {
-            Some(ca) => options.add_root_certificates(ca.clone()).require_tls(true),
-            None => options,
+        match (&self.tls_ca, &self.tls_client) {
+            (Some(ca), Some((cert, key))) => options
+                .add_root_certificates(ca.clone())
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true),
+            _ => options,
         }
     }
 
@@ -1497,9 +1527,10 @@ async fn with_the_tls_component_a_service_reaches_nats_over_tls_trusting_only_th
         .await
         .expect("TokenRequest");
 
-    // What the Component tells the watcher: a tls:// URL and a CA file.
-    let container = &find(&objects, "Deployment", "certflow-watcher")["spec"]["template"]["spec"]["containers"]
-        [0];
+    // What the Component tells the watcher: a tls:// URL, and the CA and
+    // client certificate files where it mounts the client Secret.
+    let pod = &find(&objects, "Deployment", "certflow-watcher")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
     let rendered_env = |wanted: &str| {
         container["env"]
             .as_array()
@@ -1512,11 +1543,40 @@ async fn with_the_tls_component_a_service_reaches_nats_over_tls_trusting_only_th
     };
     let url = rendered_env("CERTFLOW_NATS_URL");
     assert!(url.starts_with("tls://"), "{url}");
-    assert!(
-        rendered_env("SSL_CERT_FILE").ends_with("/ca.crt"),
-        "SSL_CERT_FILE names the mounted ca.crt"
+    let mount = "/etc/certflow/nats-tls/";
+    let mounted = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"].as_str() == mount.strip_suffix('/'))
+        .and_then(|m| m["name"].as_str())
+        .unwrap_or_else(|| panic!("nothing is mounted at {mount}"));
+    let volume = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mounted)
+        .unwrap_or_else(|| panic!("no volume {mounted}"));
+    assert_eq!(
+        volume["secret"]["secretName"], "certflow-nats-client-tls",
+        "{mount} holds the client Secret"
     );
-    let ca = tls.dir.join("ca.crt").display().to_string();
+    // The rendered variables, with the mount replaced by this test's files.
+    let tls_env = |names: &[&str]| -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|name| {
+                let value = rendered_env(name);
+                let file = value
+                    .strip_prefix(mount)
+                    .unwrap_or_else(|| panic!("{name}={value} is not under {mount}"));
+                (
+                    (*name).to_owned(),
+                    tls.client_dir.join(file).display().to_string(),
+                )
+            })
+            .collect()
+    };
 
     // Without the CA the server's certificate is not trusted: no connection.
     let mut untrusting = start_service(
@@ -1529,7 +1589,7 @@ async fn with_the_tls_component_a_service_reaches_nats_over_tls_trusting_only_th
             format!("--watch-namespace={app}"),
             "--nats-connect-timeout=2s".to_owned(),
         ],
-        &[],
+        &tls_env(&["CERTFLOW_NATS_TLS_CERT", "CERTFLOW_NATS_TLS_KEY"]),
     );
     let status = eventually("the watcher without the CA to give up", WAIT, || {
         let exited = match untrusting.check_running() {
@@ -1562,7 +1622,11 @@ async fn with_the_tls_component_a_service_reaches_nats_over_tls_trusting_only_th
         "watcher",
         &kubeconfig,
         &[format!("--watch-namespace={app}")],
-        &[("SSL_CERT_FILE".to_owned(), ca)],
+        &tls_env(&[
+            "CERTFLOW_NATS_TLS_CA",
+            "CERTFLOW_NATS_TLS_CERT",
+            "CERTFLOW_NATS_TLS_KEY",
+        ]),
     );
     let what = format!("the watcher to connect over TLS\n{}", watcher.tail(30));
     let connection = eventually(&what, WAIT, || async {

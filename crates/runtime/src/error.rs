@@ -87,11 +87,17 @@ pub enum RuntimeError {
         problem: String,
     },
 
-    /// NATS stayed unreachable for the whole start-up deadline.
-    #[error("NATS at {url} unreachable after {attempts} attempts: {source}")]
+    /// NATS stayed unreachable for the whole start-up deadline. With
+    /// `tls_required`, the message says so: against a server without TLS the
+    /// client's own error is only "received corrupt message".
+    #[error(
+        "NATS at {url} unreachable after {attempts} attempts{}: {source}",
+        if *tls_required { " over TLS (required by --nats-tls-* or a tls:// URL)" } else { "" }
+    )]
     NatsConnect {
         url: String,
         attempts: u32,
+        tls_required: bool,
         #[source]
         source: async_nats::ConnectError,
     },

@@ -68,6 +68,7 @@ pub async fn connect_nats(
                 return Err(RuntimeError::NatsConnect {
                     url: args.nats_url.clone(),
                     attempts,
+                    tls_required: tls_required(args),
                     source,
                 });
             }
@@ -135,6 +136,17 @@ fn with_tls(mut options: ConnectOptions, tls: &NatsTls) -> Result<ConnectOptions
     Ok(options.require_tls(true))
 }
 
+/// Whether this service connects only over TLS: a `--nats-tls-*` flag is
+/// given, or a `--nats-url` server is `tls://`.
+fn tls_required(args: &CommonArgs) -> bool {
+    args.nats_tls_ca.is_some()
+        || args.nats_tls_cert.is_some()
+        || args
+            .nats_servers()
+            .iter()
+            .any(|url| url.starts_with("tls://"))
+}
+
 /// Where the replies to this service's requests (JetStream API calls, pulled
 /// messages) arrive: `_INBOX.<connection name>`, so that NATS permissions can
 /// let each service's user read its own replies and no other's
@@ -150,5 +162,78 @@ async fn report_event(health: HealthHandle, event: Event) {
         Event::Disconnected | Event::Closed => health.set_ready(NATS_DEPENDENCY, false).await,
         Event::LameDuckMode => warn!("NATS server entered lame duck mode"),
         other => warn!(event = %other, "NATS client event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn args(flags: &[&str]) -> CommonArgs {
+        Cli::try_parse_from(std::iter::once("certflow-test").chain(flags.iter().copied()))
+            .map(|cli| cli.common)
+            .unwrap_or_else(|error| panic!("{flags:?}: {error}"))
+    }
+
+    #[test]
+    fn tls_is_required_by_a_tls_flag_or_a_tls_url() {
+        let nothing_set = [
+            "CERTFLOW_NATS_TLS_CA",
+            "CERTFLOW_NATS_TLS_CERT",
+            "CERTFLOW_NATS_TLS_KEY",
+        ]
+        .into_iter()
+        .all(|name| std::env::var_os(name).is_none());
+        if nothing_set {
+            assert!(!tls_required(&args(&["--nats-url=nats://a:4222"])));
+        }
+        for flags in [
+            &["--nats-url=tls://a:4222"][..],
+            &["--nats-url=nats://a:4222,tls://b:4222"],
+            &["--nats-url=nats://a:4222", "--nats-tls-ca=ca.crt"],
+            &[
+                "--nats-url=nats://a:4222",
+                "--nats-tls-cert=tls.crt",
+                "--nats-tls-key=tls.key",
+            ],
+        ] {
+            assert!(tls_required(&args(flags)), "{flags:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_tls_file_ends_connecting_at_once_naming_it() {
+        let (health, _server) = HealthHandle::new(&[NATS_DEPENDENCY]).await;
+        let shutdown = Shutdown::new(Duration::from_secs(1));
+        // Nothing listens on port 9, and the deadline is far away: only the
+        // file check can end this quickly.
+        let args = args(&[
+            "--nats-url=nats://127.0.0.1:9",
+            "--nats-connect-timeout=1h",
+            "--nats-tls-ca=/nonexistent/certflow/ca.crt",
+        ]);
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(10),
+            connect_nats(&args, "certflow-test", &health, &shutdown),
+        )
+        .await;
+        let error = match attempt {
+            Ok(Err(error)) => error.to_string(),
+            other => panic!("expected an error at once, got {other:?}"),
+        };
+        assert!(
+            error.contains("--nats-tls-ca") && error.contains("/nonexistent/certflow/ca.crt"),
+            "{error}"
+        );
     }
 }
