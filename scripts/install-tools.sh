@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries from the Go module proxy:
 # etcd, kube-apiserver, kube-controller-manager, kubectl and nats-server, and
-# helm (which renders and lints deploy/helm/certflow).
+# helm (which renders and lints deploy/helm/certflow), and kube-apiserver and
+# kubectl of the oldest Kubernetes release the docs claim (KUBE_OLDEST_VERSION).
 #
 # Versions come from scripts/tool-versions.env. Binaries are cached per version
 # set under ${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools/<versions>/bin, helm
-# on its own under .../certflow/tools/helm-<HELM_VERSION>/bin (so changing its
-# version never rebuilds the others), and a binary already there is not
-# rebuilt. Nothing is written inside the repository.
+# on its own under .../certflow/tools/helm-<HELM_VERSION>/bin and the oldest
+# release's under .../certflow/tools/kubernetes-<KUBE_OLDEST_VERSION>/bin
+# (so changing one of those versions never rebuilds the others), and a binary
+# already there is not rebuilt. Nothing is written inside the repository.
 #
-# Usage: scripts/install-tools.sh               build what is missing
-#        scripts/install-tools.sh --print       print the bin directory and exit
-#        scripts/install-tools.sh --print-helm  print the helm binary's path and exit
+# Usage: scripts/install-tools.sh                 build what is missing
+#        scripts/install-tools.sh --print         print the bin directory and exit
+#        scripts/install-tools.sh --print-helm    print the helm binary's path and exit
+#        scripts/install-tools.sh --print-oldest  print the oldest release's bin directory and exit
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,6 +27,8 @@ prefix="$cache_root/$tag"
 bin="$prefix/bin"
 work="$prefix/work"
 helm_bin="$cache_root/helm-${HELM_VERSION}/bin"
+oldest_prefix="$cache_root/kubernetes-${KUBE_OLDEST_VERSION}"
+oldest_bin="$oldest_prefix/bin"
 
 if [[ "${1:-}" == "--print" ]]; then
   echo "$bin"
@@ -31,6 +36,10 @@ if [[ "${1:-}" == "--print" ]]; then
 fi
 if [[ "${1:-}" == "--print-helm" ]]; then
   echo "$helm_bin/helm"
+  exit 0
+fi
+if [[ "${1:-}" == "--print-oldest" ]]; then
+  echo "$oldest_bin"
   exit 0
 fi
 
@@ -78,13 +87,21 @@ GO
   ) || die "building etcd ${ETCD_VERSION} in $dir"
 }
 
-build_kubernetes() {
-  if have kube-apiserver && have kube-controller-manager && have kubectl; then return 0; fi
-  local v="$KUBERNETES_VERSION" staging="v0.${KUBERNETES_VERSION#v1.}"
-  local major=1 minor
+# build_k8s VERSION BIN_DIR WORK_DIR CMD...: builds the named commands of
+# k8s.io/kubernetes VERSION into BIN_DIR (a command already there is kept).
+# k8s.io/kubernetes points its staging modules (k8s.io/api, ...) at ./staging,
+# which a module download lacks, so a wrapper module replaces each of them with
+# its published v0.<minor>.<patch> version.
+build_k8s() {
+  local v="$1" out="$2" dir="$3"
+  shift 3
+  local cmds=("$@") missing=0 cmd
+  for cmd in "${cmds[@]}"; do [[ -x "$out/$cmd" ]] || missing=1; done
+  [[ $missing == 1 ]] || return 0
+  local staging="v0.${v#v1.}" major=1 minor
   minor=$(echo "$v" | cut -d. -f2)
-  log "building kube-apiserver, kube-controller-manager, kubectl $v (staging modules $staging)"
-  local dir="$work/kubernetes"
+  log "building ${cmds[*]} $v (staging modules $staging)"
+  mkdir -p "$out"
   rm -rf "$dir" && mkdir -p "$dir"
   (
     cd "$dir"
@@ -101,29 +118,34 @@ build_kubernetes() {
       grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$upstream_mod" \
         | awk -v s="$staging" '{print "replace " $1 " => " $1 " " s}'
     } >go.mod
-    cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+    {
+      printf '//go:build tools\n\npackage tools\n\nimport (\n'
+      for cmd in "${cmds[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$cmd"; done
+      printf ')\n'
+    } >tools.go
     go mod tidy -e >/dev/null 2>tidy.log || { cat tidy.log >&2; exit 1; }
-    local ld="-s -w"
+    local ld="-s -w" pkg
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
       ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
       ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
     done
-    for cmd in kube-apiserver kube-controller-manager kubectl; do
-      have "$cmd" && continue
-      log "  go build $cmd"
-      go build -trimpath -ldflags "$ld" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd" || exit 1
+    for cmd in "${cmds[@]}"; do
+      [[ -x "$out/$cmd" ]] && continue
+      log "  go build $cmd $v"
+      go build -trimpath -ldflags "$ld" -o "$out/$cmd" "k8s.io/kubernetes/cmd/$cmd" || exit 1
     done
   ) || die "building Kubernetes $v in $dir (see the go output above)"
+}
+
+build_kubernetes() {
+  build_k8s "$KUBERNETES_VERSION" "$bin" "$work/kubernetes" \
+    kube-apiserver kube-controller-manager kubectl
+}
+
+# The oldest Kubernetes release the docs claim: only its kube-apiserver and
+# kubectl, with which tests/e2e/crd_versions.rs applies deploy/base to it.
+build_kube_oldest() {
+  build_k8s "$KUBE_OLDEST_VERSION" "$oldest_bin" "$oldest_prefix/work" kube-apiserver kubectl
 }
 
 build_helm() {
@@ -141,10 +163,14 @@ start=$(date +%s)
 build_nats
 build_etcd
 build_kubernetes
+build_kube_oldest
 build_helm
 for b in etcd kube-apiserver kube-controller-manager kubectl nats-server; do
   have "$b" || die "$b missing from $bin after the build"
 done
 [[ -x "$helm_bin/helm" ]] || die "helm missing from $helm_bin after the build"
+for b in kube-apiserver kubectl; do
+  [[ -x "$oldest_bin/$b" ]] || die "$b missing from $oldest_bin after the build"
+done
 log "tools ready in $bin ($(($(date +%s) - start))s)"
 echo "$bin"

@@ -9,7 +9,9 @@
 //! [`shared`] starts one environment per test binary; tests isolate
 //! themselves with their own namespace ([`TestEnv::create_namespace`]) and bus
 //! prefix ([`unique_name`]). Tests that take a NATS server away from a
-//! JetStream cluster start their own [`NatsCluster`] of three.
+//! JetStream cluster start their own [`NatsCluster`] of three. Tests of the
+//! API server alone, possibly of another Kubernetes release
+//! ([`KubeRelease`]), start an [`ApiServerOnly`].
 //!
 //! Children never outlive the test process (see [`process`]); their logs stay
 //! in the environment's directory and the tail is printed when start-up fails.
@@ -18,6 +20,7 @@
 //! anything but loopback addresses.
 #![forbid(unsafe_code)]
 
+pub mod apiserver_only;
 pub mod error;
 pub mod kubeconfig;
 pub mod nats;
@@ -36,11 +39,12 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 
+pub use apiserver_only::ApiServerOnly;
 pub use error::{Error, Result};
 pub use nats::NatsServer;
 pub use nats_cluster::NatsCluster;
 use process::{ManagedProcess, free_ports};
-pub use tools::Tools;
+pub use tools::{KubeRelease, Tools};
 
 /// How long each component may take to become ready on a busy 2-core machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);

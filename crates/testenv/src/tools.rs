@@ -52,6 +52,78 @@ impl Tools {
     }
 }
 
+/// The kube-apiserver and kubectl of one Kubernetes release, with the
+/// version `scripts/tool-versions.env` pins for it.
+#[derive(Debug, Clone)]
+pub struct KubeRelease {
+    /// The pinned version, such as `v1.31.14`.
+    pub version: String,
+    pub kube_apiserver: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+impl KubeRelease {
+    /// The release the local control plane runs (`KUBERNETES_VERSION`),
+    /// from the same directory as [`Tools::locate`].
+    pub fn current() -> Result<Self> {
+        let tools = Tools::locate()?;
+        Ok(Self {
+            version: pinned_version("KUBERNETES_VERSION")?,
+            kube_apiserver: tools.kube_apiserver,
+            kubectl: tools.kubectl,
+        })
+    }
+
+    /// The oldest Kubernetes release the docs claim (`KUBE_OLDEST_VERSION`):
+    /// `scripts/install-tools.sh` builds only its kube-apiserver and kubectl,
+    /// under `.../certflow/tools/kubernetes-<version>/bin`.
+    pub fn oldest() -> Result<Self> {
+        let version = pinned_version("KUBE_OLDEST_VERSION")?;
+        let bin_dir = cache_root()
+            .join(format!("kubernetes-{version}"))
+            .join("bin");
+        let find = |tool: &'static str| -> Result<PathBuf> {
+            let path = bin_dir.join(tool);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(Error::ToolMissing { tool, path })
+            }
+        };
+        Ok(Self {
+            kube_apiserver: find("kube-apiserver")?,
+            kubectl: find("kubectl")?,
+            version,
+        })
+    }
+}
+
+/// The version `scripts/tool-versions.env` pins under `key`, such as
+/// `KUBERNETES_VERSION`.
+pub fn pinned_version(key: &str) -> Result<String> {
+    pinned_versions()?
+        .remove(key)
+        .ok_or_else(|| Error::Other(format!("scripts/tool-versions.env pins no {key}")))
+}
+
+fn pinned_versions() -> Result<HashMap<String, String>> {
+    let path = repo_root().join("scripts/tool-versions.env");
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Versions {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(parse_env(&text))
+}
+
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools`, as in the installer.
+fn cache_root() -> PathBuf {
+    let cache = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"),
+    };
+    cache.join("certflow/tools")
+}
+
 /// Mirrors the cache layout of `scripts/install-tools.sh`.
 fn cache_bin_dir() -> Result<PathBuf> {
     let path = repo_root().join("scripts/tool-versions.env");
@@ -67,11 +139,7 @@ fn cache_bin_dir() -> Result<PathBuf> {
         get("ETCD_VERSION"),
         get("NATS_SERVER_VERSION")
     );
-    let cache = match std::env::var_os("XDG_CACHE_HOME") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"),
-    };
-    Ok(cache.join("certflow/tools").join(tag).join("bin"))
+    Ok(cache_root().join(tag).join("bin"))
 }
 
 fn parse_env(text: &str) -> HashMap<String, String> {
@@ -92,7 +160,12 @@ mod tests {
         let text = std::fs::read_to_string(repo_root().join("scripts/tool-versions.env"))
             .expect("tool-versions.env is readable");
         let versions = parse_env(&text);
-        for key in ["KUBERNETES_VERSION", "ETCD_VERSION", "NATS_SERVER_VERSION"] {
+        for key in [
+            "KUBERNETES_VERSION",
+            "KUBE_OLDEST_VERSION",
+            "ETCD_VERSION",
+            "NATS_SERVER_VERSION",
+        ] {
             let value = versions
                 .get(key)
                 .unwrap_or_else(|| panic!("{key} is pinned"));
