@@ -33,11 +33,16 @@ impl ApiServerOnly {
     /// Starts etcd (the pinned one of [`Tools::locate`]) and `release`'s
     /// kube-apiserver in a new directory `apiserver-<pid>-<n>` under
     /// `$CERTFLOW_TESTENV_ROOT` when set, else under the system temp dir's
-    /// `certflow-testenv/`, and waits until `/readyz` answers.
+    /// `certflow-testenv/` (where directories of exited processes are
+    /// removed), and waits until `/readyz` answers.
     pub async fn start(release: &KubeRelease) -> Result<Self> {
         let root = match std::env::var_os(ROOT_VARIABLE) {
             Some(root) => PathBuf::from(root),
-            None => std::env::temp_dir().join("certflow-testenv"),
+            None => {
+                let root = std::env::temp_dir().join("certflow-testenv");
+                crate::remove_dirs_of_dead_processes(&root);
+                root
+            }
         };
         let dir = root.join(unique_name("apiserver"));
         let tools = Tools::locate()?;
