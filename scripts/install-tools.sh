@@ -2,19 +2,21 @@
 # Builds the local control plane's binaries from the Go module proxy:
 # etcd, kube-apiserver, kube-controller-manager, kubectl and nats-server, and
 # helm (which renders and lints deploy/helm/certflow), and kube-apiserver and
-# kubectl of the oldest Kubernetes release the docs claim (KUBE_OLDEST_VERSION).
+# kubectl of the oldest Kubernetes release the docs claim (KUBE_OLDEST_VERSION)
+# and of the newest one on the proxy (KUBE_NEWEST_VERSION).
 #
 # Versions come from scripts/tool-versions.env. Binaries are cached per version
 # set under ${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools/<versions>/bin, helm
-# on its own under .../certflow/tools/helm-<HELM_VERSION>/bin and the oldest
-# release's under .../certflow/tools/kubernetes-<KUBE_OLDEST_VERSION>/bin
-# (so changing one of those versions never rebuilds the others), and a binary
+# on its own under .../certflow/tools/helm-<HELM_VERSION>/bin and the oldest and
+# newest releases' under .../certflow/tools/kubernetes-<version>/bin (so
+# changing one of those versions never rebuilds the others), and a binary
 # already there is not rebuilt. Nothing is written inside the repository.
 #
 # Usage: scripts/install-tools.sh                 build what is missing
 #        scripts/install-tools.sh --print         print the bin directory and exit
 #        scripts/install-tools.sh --print-helm    print the helm binary's path and exit
 #        scripts/install-tools.sh --print-oldest  print the oldest release's bin directory and exit
+#        scripts/install-tools.sh --print-newest  print the newest release's bin directory and exit
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,8 +29,8 @@ prefix="$cache_root/$tag"
 bin="$prefix/bin"
 work="$prefix/work"
 helm_bin="$cache_root/helm-${HELM_VERSION}/bin"
-oldest_prefix="$cache_root/kubernetes-${KUBE_OLDEST_VERSION}"
-oldest_bin="$oldest_prefix/bin"
+# kube-apiserver and kubectl of one more release: release_prefix VERSION.
+release_prefix() { echo "$cache_root/kubernetes-$1"; }
 
 if [[ "${1:-}" == "--print" ]]; then
   echo "$bin"
@@ -39,7 +41,11 @@ if [[ "${1:-}" == "--print-helm" ]]; then
   exit 0
 fi
 if [[ "${1:-}" == "--print-oldest" ]]; then
-  echo "$oldest_bin"
+  echo "$(release_prefix "$KUBE_OLDEST_VERSION")/bin"
+  exit 0
+fi
+if [[ "${1:-}" == "--print-newest" ]]; then
+  echo "$(release_prefix "$KUBE_NEWEST_VERSION")/bin"
   exit 0
 fi
 
@@ -142,10 +148,14 @@ build_kubernetes() {
     kube-apiserver kube-controller-manager kubectl
 }
 
-# The oldest Kubernetes release the docs claim: only its kube-apiserver and
-# kubectl, with which tests/e2e/crd_versions.rs applies deploy/base to it.
-build_kube_oldest() {
-  build_k8s "$KUBE_OLDEST_VERSION" "$oldest_bin" "$oldest_prefix/work" kube-apiserver kubectl
+# The oldest Kubernetes release the docs claim and the newest on the proxy:
+# only their kube-apiserver and kubectl, with which tests/e2e/crd_versions.rs
+# applies deploy/base to each.
+build_kube_releases() {
+  local v
+  for v in "$KUBE_OLDEST_VERSION" "$KUBE_NEWEST_VERSION"; do
+    build_k8s "$v" "$(release_prefix "$v")/bin" "$(release_prefix "$v")/work" kube-apiserver kubectl
+  done
 }
 
 build_helm() {
@@ -163,14 +173,16 @@ start=$(date +%s)
 build_nats
 build_etcd
 build_kubernetes
-build_kube_oldest
+build_kube_releases
 build_helm
 for b in etcd kube-apiserver kube-controller-manager kubectl nats-server; do
   have "$b" || die "$b missing from $bin after the build"
 done
 [[ -x "$helm_bin/helm" ]] || die "helm missing from $helm_bin after the build"
-for b in kube-apiserver kubectl; do
-  [[ -x "$oldest_bin/$b" ]] || die "$b missing from $oldest_bin after the build"
+for v in "$KUBE_OLDEST_VERSION" "$KUBE_NEWEST_VERSION"; do
+  for b in kube-apiserver kubectl; do
+    [[ -x "$(release_prefix "$v")/bin/$b" ]] || die "$b missing from $(release_prefix "$v")/bin after the build"
+  done
 done
 log "tools ready in $bin ($(($(date +%s) - start))s)"
 echo "$bin"

@@ -1,13 +1,15 @@
-//! The supported Kubernetes versions docs/deploy.md states, tested: on the
+//! The supported Kubernetes versions docs/deploy.md states, tested on the
 //! oldest claimed release (`KUBE_OLDEST_VERSION` in
-//! `scripts/tool-versions.env`) and on the current one (`KUBERNETES_VERSION`),
-//! a bare etcd + kube-apiserver of that release takes `kubectl apply -k
-//! deploy/base` from that release's own kubectl (the CRDs come in through the
-//! base's `../crds`), the CRDs become Established, a valid ServiceCertificate
-//! and CertificateAuthority are stored, objects the CEL rules refuse are
-//! refused with the rules' messages (so the rules compile and run on that
-//! release, including `isCIDR()` and a `messageExpression`), and a field
-//! selector on `spec.secretName` works (so `selectableFields` was kept).
+//! `scripts/tool-versions.env`), the one every other test runs
+//! (`KUBERNETES_VERSION`) and the newest on the Go module proxy when pinned
+//! (`KUBE_NEWEST_VERSION`). On each, a bare etcd + kube-apiserver of that
+//! release takes `kubectl apply -k deploy/base` from that release's own
+//! kubectl (the CRDs come in through the base's `../crds`), the CRDs become
+//! Established, a valid ServiceCertificate and CertificateAuthority are
+//! stored, objects the CEL rules refuse are refused with the rules' messages
+//! (so the rules compile and run on that release, including `isCIDR()` and a
+//! `messageExpression`), and a field selector on `spec.secretName` works (so
+//! `selectableFields` was kept).
 //!
 //! No controller-manager, NATS or certflow service runs: everything asserted
 //! is the API server's own answer. One API server runs at a time.
@@ -29,7 +31,7 @@ const CRDS: [&str; 2] = [
 const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Warnings a fresh `kubectl apply -k deploy/base` prints today, and only
-/// these: v1.36.3 (not v1.31.14) warns that the CRDs' `u32` fields
+/// these: v1.36.3 and v1.37.2 (not v1.31.14) warn that the CRDs' `u32` fields
 /// (`keySize`, `policy.minRSAKeySize`, `privateKey.size`) carry `format:
 /// uint32`, an OpenAPI format Kubernetes does not know, which crdgen copies
 /// from the Rust types. Any other warning fails the test.
@@ -44,6 +46,12 @@ async fn the_base_and_its_crds_install_and_validate_on_the_oldest_claimed_kubern
 #[tokio::test]
 async fn the_base_and_its_crds_install_and_validate_on_the_current_kubernetes() {
     let release = KubeRelease::current().unwrap_or_else(|err| panic!("{err}"));
+    check_release(&release).await;
+}
+
+#[tokio::test]
+async fn the_base_and_its_crds_install_and_validate_on_the_newest_kubernetes() {
+    let release = KubeRelease::newest().unwrap_or_else(|err| panic!("{err}"));
     check_release(&release).await;
 }
 

@@ -62,10 +62,15 @@ impl ApiServerOnly {
         crate::wait_for_tcp(&etcd, etcd_client).await?;
 
         let api_url = format!("https://127.0.0.1:{api_port}");
+        let mut args = crate::apiserver_args(&dir, &pki, etcd_client, api_port);
+        // Since v1.37 the endpoint reconciler refuses the loopback
+        // --advertise-address; nothing here reads the `kubernetes` Service's
+        // endpoints, so it is turned off (a flag every supported release has).
+        args.push("--endpoint-reconciler-type=none".into());
         let apiserver = Mutex::new(ManagedProcess::start(
             "kube-apiserver",
             &release.kube_apiserver,
-            crate::apiserver_args(&dir, &pki, etcd_client, api_port),
+            args,
             dir.join("kube-apiserver.log"),
         )?);
         let kubeconfig = dir.join("kubeconfig");

@@ -74,11 +74,22 @@ impl KubeRelease {
         })
     }
 
-    /// The oldest Kubernetes release the docs claim (`KUBE_OLDEST_VERSION`):
-    /// `scripts/install-tools.sh` builds only its kube-apiserver and kubectl,
-    /// under `.../certflow/tools/kubernetes-<version>/bin`.
+    /// The oldest Kubernetes release the docs claim (`KUBE_OLDEST_VERSION`).
     pub fn oldest() -> Result<Self> {
-        let version = pinned_version("KUBE_OLDEST_VERSION")?;
+        Self::extra("KUBE_OLDEST_VERSION")
+    }
+
+    /// The newest Kubernetes release on the Go module proxy when it was
+    /// pinned (`KUBE_NEWEST_VERSION`).
+    pub fn newest() -> Result<Self> {
+        Self::extra("KUBE_NEWEST_VERSION")
+    }
+
+    /// A release pinned under `key` of which `scripts/install-tools.sh`
+    /// builds only kube-apiserver and kubectl, under
+    /// `.../certflow/tools/kubernetes-<version>/bin`.
+    fn extra(key: &str) -> Result<Self> {
+        let version = pinned_version(key)?;
         let bin_dir = cache_root()
             .join(format!("kubernetes-{version}"))
             .join("bin");
@@ -163,6 +174,7 @@ mod tests {
         for key in [
             "KUBERNETES_VERSION",
             "KUBE_OLDEST_VERSION",
+            "KUBE_NEWEST_VERSION",
             "ETCD_VERSION",
             "NATS_SERVER_VERSION",
         ] {
