@@ -30,13 +30,6 @@ const CRDS: [&str; 2] = [
 ];
 const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Warnings a fresh `kubectl apply -k deploy/base` prints today, and only
-/// these: v1.36.3 and v1.37.2 (not v1.31.14) warn that the CRDs' `u32` fields
-/// (`keySize`, `policy.minRSAKeySize`, `privateKey.size`) carry `format:
-/// uint32`, an OpenAPI format Kubernetes does not know, which crdgen copies
-/// from the Rust types. Any other warning fails the test.
-const KNOWN_WARNINGS: [&str; 1] = [r#"Warning: unrecognized format "uint32""#];
-
 #[tokio::test]
 async fn the_base_and_its_crds_install_and_validate_on_the_oldest_claimed_kubernetes() {
     let release = KubeRelease::oldest().unwrap_or_else(|err| panic!("{err}"));
@@ -96,7 +89,7 @@ async fn check_release(release: &KubeRelease) {
     );
     let unexpected: Vec<&str> = stderr
         .lines()
-        .filter(|line| line.contains("Warning") && !KNOWN_WARNINGS.contains(&line.trim()))
+        .filter(|line| line.contains("Warning"))
         .collect();
     assert!(
         unexpected.is_empty(),

@@ -99,6 +99,7 @@ pub const DEFAULT_ALLOWED_USAGES: [KeyUsage; 4] = [
     validation = cel::key_size_fits(KeyAlgorithm::Ed25519, "keyAlgorithm", "keySize")
 )]
 #[schemars(transform = crate::schema::absent_not_null)]
+#[schemars(transform = crate::schema::kubernetes_integer_formats)]
 pub struct CertificateAuthoritySpec {
     /// Name of the Secret (in the certflow control-plane namespace) holding the
     /// CA certificate and key as tls.crt and tls.key.
@@ -161,6 +162,7 @@ pub struct CertificateAuthoritySpec {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::schema::absent_not_null)]
+#[schemars(transform = crate::schema::kubernetes_integer_formats)]
 pub struct RotationSpec {
     /// How long the previous CA stays trusted after the key pair changed,
     /// such as 24h (the default). Meanwhile every issued Secret's ca.crt
@@ -278,6 +280,7 @@ pub struct IssuerPolicy {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::schema::absent_not_null)]
+#[schemars(transform = crate::schema::kubernetes_integer_formats)]
 pub struct CertificateAuthorityStatus {
     /// Ready is True when the CA key pair is loaded and its certificate is
     /// valid now; when False, its reason (KeyPairMissing, KeyPairUnusable,
@@ -317,6 +320,7 @@ pub struct CertificateAuthorityStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::schema::absent_not_null)]
+#[schemars(transform = crate::schema::kubernetes_integer_formats)]
 pub struct PreviousAuthority {
     /// SHA-256 fingerprint of the previous CA certificate, in hex.
     pub fingerprint: String,

@@ -40,6 +40,21 @@ pub(crate) fn absent_not_null(schema: &mut Schema) {
     }
 }
 
+/// Replaces the integer formats schemars derives from Rust's unsigned types
+/// (`uint32`), which API servers from 1.36 warn about on every apply
+/// ("unrecognized format"), with `int64`, a format every API server knows
+/// and wide enough for any `u32`; the `minimum: 0` that comes with them
+/// keeps the value non-negative.
+pub(crate) fn kubernetes_integer_formats(schema: &mut Schema) {
+    transform_subschemas(&mut kubernetes_integer_formats, schema);
+    if let Some(object) = schema.as_object_mut()
+        && let Some(Value::String(format)) = object.get("format")
+        && matches!(format.as_str(), "uint8" | "uint16" | "uint32")
+    {
+        object.insert("format".to_owned(), "int64".into());
+    }
+}
+
 /// Marks a `conditions` list as a map keyed by `type`, as Kubernetes'
 /// conventions ask: server-side apply then merges each condition type on its
 /// own, so two field managers can each own theirs, and the API server

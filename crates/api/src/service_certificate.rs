@@ -74,6 +74,7 @@ pub const NOT_BEFORE_BACKDATE: Duration = Duration::from_secs(5 * 60);
     validation = cel::renew_before_shorter_than_duration("2160h")
 )]
 #[schemars(transform = crate::schema::absent_not_null)]
+#[schemars(transform = crate::schema::kubernetes_integer_formats)]
 pub struct ServiceCertificateSpec {
     /// Name of the Secret (type kubernetes.io/tls, in this namespace) that
     /// receives tls.crt, tls.key and ca.crt. certflow creates it; it never
@@ -231,6 +232,7 @@ pub struct SecretTemplate {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::schema::absent_not_null)]
+#[schemars(transform = crate::schema::kubernetes_integer_formats)]
 pub struct ServiceCertificateStatus {
     /// Ready is True when the Secret holds a valid certificate for the current
     /// spec; when False, its reason and message say what to fix.
