@@ -11,7 +11,7 @@ help: ## list the targets
 prerequisites: ## install the Debian packages the build needs, when missing
 	@scripts/prerequisites.sh
 
-tools: prerequisites ## build etcd, kube-apiserver, kube-controller-manager, kubectl, nats-server and helm (cached per version)
+tools: prerequisites ## build etcd, kube-apiserver, kube-controller-manager, kubectl, nats-server, helm, and the oldest and newest tested kube-apiserver and kubectl (cached per version)
 	@scripts/install-tools.sh >/dev/null
 
 build: tools ## build every crate, tests included
