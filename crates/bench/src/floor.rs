@@ -4,19 +4,15 @@
 //! creates the ServiceCertificate (as the burst does), then creates a Secret
 //! of the same size and content shape as one certflow issued and patches
 //! the ServiceCertificate's status to Ready, 32 at a time like the signer's
-//! default `--concurrency`. certflow's certificates/s divided by this rate
-//! is the share of the API server's own limit that certflow reaches.
-//!
-//! A second variant also posts, per certificate, the Normal `Issued` Event
-//! that certflow-reporter writes on every ServiceCertificate it issues
-//! (events.k8s.io/v1): with it, the floor performs every write certflow's
-//! burst performs, so what remains between the two is certflow's own cost
-//! (watch, queue, signing) rather than the extra Event.
+//! default `--concurrency`. These are every write certflow's burst performs
+//! (a routine issuance writes no Event), so certflow's certificates/s
+//! divided by this rate is the share of the API server's own limit that
+//! certflow reaches, and what remains between the two is certflow's own
+//! cost: watches, the queue, signing.
 //!
 //! Observes kube-apiserver's request counters; writes, in a namespace of its
 //! own, ServiceCertificates (whose issuer does not exist: nothing issues
-//! them), Secrets labelled as certflow's, status and Events; touches
-//! nothing else.
+//! them), Secrets labelled as certflow's and status; touches nothing else.
 
 use std::time::Instant;
 
@@ -24,10 +20,8 @@ use certflow_api::{KeyAlgorithm, ServiceCertificate};
 use certflow_testenv::TestEnv;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Resource as _, ResourceExt as _};
 
 use crate::apiserver::{Counted, RequestCounts};
 use crate::scenarios::spec;
@@ -41,8 +35,6 @@ const WRITE_CONCURRENCY: usize = 32;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Floor {
     pub count: usize,
-    /// Whether each certificate's writes included the reporter's Event.
-    pub with_event: bool,
     /// From the first create until the last status patch was answered.
     pub seconds: f64,
     /// Certificates' worth of writes (ServiceCertificate, Secret, status)
@@ -56,19 +48,12 @@ pub struct Floor {
 }
 
 /// Runs the floor once in a fresh namespace of `env`, writing copies of
-/// `issued` (a Secret certflow issued) under each certificate's name, and
-/// an `Issued` Event for each when `with_event`.
-pub async fn floor(
-    env: &TestEnv,
-    count: usize,
-    issued: &Secret,
-    with_event: bool,
-) -> anyhow::Result<Floor> {
+/// `issued` (a Secret certflow issued) under each certificate's name.
+pub async fn floor(env: &TestEnv, count: usize, issued: &Secret) -> anyhow::Result<Floor> {
     let client = env.client().await?;
     let ns = env.create_namespace("bench-floor").await?;
     let scerts: Api<ServiceCertificate> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     let secret_data_bytes = issued
         .data
         .iter()
@@ -114,19 +99,14 @@ pub async fn floor(
     let writes = to_write
         .map(anyhow::Ok)
         .try_for_each_concurrent(WRITE_CONCURRENCY, |name| {
-            let (scerts, secrets, events) = (scerts.clone(), secrets.clone(), events.clone());
+            let (scerts, secrets) = (scerts.clone(), secrets.clone());
             async move {
                 secrets
                     .create(&PostParams::default(), &copy_of(issued, &name))
                     .await?;
-                let patched = scerts
+                scerts
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(ready(&name)))
                     .await?;
-                if with_event {
-                    events
-                        .create(&PostParams::default(), &issued_event(&patched))
-                        .await?;
-                }
                 Ok(())
             }
         });
@@ -138,7 +118,6 @@ pub async fn floor(
         .without_resource("/metrics");
     Ok(Floor {
         count,
-        with_event,
         seconds,
         per_second: count as f64 / seconds,
         secret_data_bytes,
@@ -159,30 +138,6 @@ fn copy_of(issued: &Secret, name: &str) -> Secret {
         type_: issued.type_.clone(),
         data: issued.data.clone(),
         ..Secret::default()
-    }
-}
-
-/// A Normal Event on `scert` like the one certflow-reporter writes when a
-/// certificate was issued.
-fn issued_event(scert: &ServiceCertificate) -> Event {
-    let name = scert.name_any();
-    Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}.issued")),
-            ..ObjectMeta::default()
-        },
-        event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-        reporting_controller: Some("certflow-bench-floor".into()),
-        reporting_instance: Some("certflow-bench-floor".into()),
-        action: Some("Issue".into()),
-        reason: Some("Issued".into()),
-        note: Some(format!(
-            "Certificate issued by CertificateAuthority \"floor\" into Secret \"{name}-tls\"; \
-             valid until 2027-03-03T00:00:00Z."
-        )),
-        type_: Some("Normal".into()),
-        regarding: Some(scert.object_ref(&())),
-        ..Event::default()
     }
 }
 

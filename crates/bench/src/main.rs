@@ -247,17 +247,12 @@ async fn run_bursts(
             if index == 0 && !args.no_floor {
                 let secrets: Api<Secret> = Api::namespaced(env.client().await?, &burst.namespace);
                 let issued = secrets.get("burst-0-tls").await?;
-                for with_event in [false, true] {
-                    let floor = floor::floor(env, args.burst, &issued, with_event).await?;
-                    eprintln!(
-                        "floor{} run {run}: {:.1} certificates' writes/s, {:.2} requests per \
-                         certificate",
-                        if with_event { " with Events" } else { "" },
-                        floor.per_second,
-                        floor.requests_per_certificate
-                    );
-                    results.floors.push(floor);
-                }
+                let floor = floor::floor(env, args.burst, &issued).await?;
+                eprintln!(
+                    "floor run {run}: {:.1} certificates' writes/s, {:.2} requests per certificate",
+                    floor.per_second, floor.requests_per_certificate
+                );
+                results.floors.push(floor);
             }
             results.bursts.push(burst);
         }
@@ -310,32 +305,11 @@ fn print_bursts(results: &Results) {
     {
         println!("watcher: {}", burst.watcher_args.join(" "));
     }
-    let floors = |with_event: bool| -> Vec<&floor::Floor> {
-        results
-            .floors
-            .iter()
-            .filter(|f| f.with_event == with_event)
-            .collect()
-    };
-    let floor_rate = |with_event: bool| {
-        stats::median(
-            &floors(with_event)
-                .iter()
-                .map(|f| f.per_second)
-                .collect::<Vec<_>>(),
-        )
-    };
-    let (floor, floor_with_events) = (floor_rate(false), floor_rate(true));
+    let floors = &results.floors;
+    let floor = stats::median(&floors.iter().map(|f| f.per_second).collect::<Vec<_>>());
     println!(
-        "{:<10} {:>8} {:>16} {:>10} {:>10} {:>14} {:>9} {:>13}",
-        "algorithm",
-        "signers",
-        "certificates/s",
-        "seconds",
-        "req/cert",
-        "issuance req",
-        "of floor",
-        "of floor+ev"
+        "{:<10} {:>8} {:>16} {:>10} {:>10} {:>14} {:>9}",
+        "algorithm", "signers", "certificates/s", "seconds", "req/cert", "issuance req", "of floor"
     );
     let mut keys: Vec<(String, usize)> = results
         .bursts
@@ -355,36 +329,20 @@ fn print_bursts(results: &Results) {
             stats::median(&runs.iter().map(|b| b.seconds).collect::<Vec<_>>()).unwrap_or_default();
         let requests = median_of(&runs, |b| b.requests_per_certificate);
         let issuance = median_of(&runs, |b| b.issuance_requests_per_certificate);
-        let share = |floor: Option<f64>| floor.map_or(f64::NAN, |floor| rate / floor * 100.0);
+        let share = floor.map_or(f64::NAN, |floor| rate / floor * 100.0);
         println!(
             "{algorithm:<10} {signers:>8} {rate:>16.1} {secs:>10.2} {requests:>10.2} \
-             {issuance:>14.2} {:>8.0}% {:>12.0}%",
-            share(floor),
-            share(floor_with_events)
+             {issuance:>14.2} {share:>8.0}%"
         );
     }
-    for (with_event, label, what) in [
-        (
-            false,
-            "floor",
-            "ServiceCertificate, Secret and status writes",
-        ),
-        (
-            true,
-            "floor+ev",
-            "ServiceCertificate, Secret, status and Issued Event writes",
-        ),
-    ] {
-        let runs = floors(with_event);
-        let Some(rate) = floor_rate(with_event) else {
-            continue;
-        };
-        let requests = median_of(&runs, |f| f.requests_per_certificate);
-        let secs = median_of(&runs, |f| f.seconds);
+    if let Some(rate) = floor {
+        let requests = median_of(floors, |f| f.requests_per_certificate);
+        let secs = median_of(floors, |f| f.seconds);
         println!(
-            "{label:<19} {rate:>16.1} {secs:>10.2} {requests:>10.2}   (the driver's own {what}, \
-             no certflow; {} runs)",
-            runs.len()
+            "{:<19} {rate:>16.1} {secs:>10.2} {requests:>10.2}   (the driver's own \
+             ServiceCertificate, Secret and status writes, no certflow; {} runs)",
+            "floor",
+            floors.len()
         );
     }
     println!(

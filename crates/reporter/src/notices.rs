@@ -52,22 +52,19 @@ pub fn failure_notice(failed: &Failed) -> Notice {
     Notice::new(EventType::Warning, reason, ISSUE_ACTION, &message)
 }
 
-/// The Normal Event for an issued certificate; `resolved` names the reason
-/// of the failure it ends, if any.
-pub fn issued_notice(outcome: &Outcome, issued: &Issued, resolved: Option<&str>) -> Notice {
+/// The Normal Event for a certificate whose issuance ended a failure;
+/// `resolved` names that failure's reason.
+pub fn issued_notice(outcome: &Outcome, issued: &Issued, resolved: &str) -> Notice {
     let valid_until = issued
         .not_after
         .as_ref()
         .and_then(|t| k8s_openapi::jiff::Timestamp::new(t.seconds, t.nanos).ok())
         .map(|t| format!(", valid until {t}"))
         .unwrap_or_default();
-    let mut note = format!(
-        "ServiceCertificate {:?}: certificate issued into Secret {:?} by CertificateAuthority {:?} (serial {}{valid_until}).",
+    let note = format!(
+        "ServiceCertificate {:?}: certificate issued into Secret {:?} by CertificateAuthority {:?} (serial {}{valid_until}). The earlier {resolved} failure is resolved.",
         outcome.name, outcome.secret_name, issued.issuer, issued.serial_number
     );
-    if let Some(reason) = resolved {
-        note.push_str(&format!(" The earlier {reason} failure is resolved."));
-    }
     Notice::new(EventType::Normal, ISSUED_REASON, ISSUE_ACTION, &note)
 }
 

@@ -11,7 +11,7 @@
 //! | `Failed` | Warning | Warning |
 //! | `Failed`, but the cache shows it issued since, or re-created | — | — |
 //! | `Issued`, ending the failure the status reported | Normal `Issued` | Normal `Issued` |
-//! | `Issued`, nothing failing | Normal `Issued` | nothing |
+//! | `Issued`, nothing failing | nothing (the status says it) | nothing |
 //!
 //! The signer publishes an outcome before it writes the status, so the
 //! cache may not show a `Failed` outcome's failure yet: the outcome's words
@@ -174,17 +174,20 @@ impl Outcomes {
         issued: &Issued,
         cached: Option<&CertificateSummary>,
     ) -> Result<Handled, Error> {
-        let resolved = ended_failure(outcome, issued, cached);
-        let certificate =
-            ObjectRef::service_certificate(&outcome.namespace, &outcome.name, &outcome.uid);
-        let notice = issued_notice(outcome, issued, resolved.as_deref());
-        let Some(reason) = resolved else {
-            let recipients = self.delivery.deliver(&[certificate], &[], &notice).await?;
+        let Some(reason) = ended_failure(outcome, issued, cached) else {
+            // A routine issuance or renewal: the status already says it
+            // (Ready, serial, validity), nobody was told of a failure, and
+            // an Event would cost the API server one write per certificate
+            // (docs/design/20261203-routine-issued-event.md).
+            debug!(serial = %issued.serial_number, "issued, nothing failing: nothing to tell");
             return Ok(Handled::Issued {
-                recipients,
+                recipients: 0,
                 resolved: false,
             });
         };
+        let certificate =
+            ObjectRef::service_certificate(&outcome.namespace, &outcome.name, &outcome.uid);
+        let notice = issued_notice(outcome, issued, &reason);
         let pods = self
             .delivery
             .consumers(&outcome.namespace, &outcome.secret_name);
