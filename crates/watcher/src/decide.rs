@@ -52,6 +52,22 @@ pub fn decide(scert: &ServiceCertificate, observed: Observed<'_>) -> Decision {
     let generation = scert.metadata.generation.unwrap_or_default();
     let status = scert.status.clone().unwrap_or_default();
     let ready = scert.ready_condition();
+    let serial = status.serial_number.clone().unwrap_or_default();
+    let current_ca = observed
+        .issuer
+        .and_then(|ca| ca.status.as_ref()?.fingerprint.as_deref());
+    let verdict = certflow_pki::assess(scert, observed.secret, current_ca, observed.now);
+
+    // The signer has written this generation's certificate and its status
+    // write follows: nothing to publish, whatever status says yet, and the
+    // work no longer holds one of its namespace's slots (the key generation
+    // the cap shares out is done), so the next object's starts now.
+    if let Verdict::Good(found) = &verdict
+        && found.inspection.serial != serial
+        && let Some(until) = status_catching_up(found, observed.now)
+    {
+        return Decision::WaitUntil(until);
+    }
 
     if status.observed_generation != Some(generation) {
         let trigger = if status.observed_generation.is_none() {
@@ -82,11 +98,6 @@ pub fn decide(scert: &ServiceCertificate, observed: Observed<'_>) -> Decision {
         );
     }
 
-    let serial = status.serial_number.clone().unwrap_or_default();
-    let current_ca = observed
-        .issuer
-        .and_then(|ca| ca.status.as_ref()?.fingerprint.as_deref());
-    let verdict = certflow_pki::assess(scert, observed.secret, current_ca, observed.now);
     let secret_version = observed
         .secret
         .and_then(|secret| secret.resource_version())

@@ -217,6 +217,33 @@ fn a_renewed_secret_whose_status_is_still_being_written_is_left_to_the_signer() 
 }
 
 #[test]
+fn a_first_certificate_whose_status_is_still_being_written_is_left_to_the_signer() {
+    // No status at all yet (first issuance), or status of the previous
+    // generation (a spec change): the Secret already holds this
+    // generation's certificate.
+    let issued = SystemTime::now() - Duration::from_secs(2);
+    let (secret, _) = issued_secret(issued);
+    let mut spec_changed = ready(scert(), issued + Duration::from_secs(3600));
+    spec_changed
+        .status
+        .as_mut()
+        .expect("status")
+        .observed_generation = Some(2);
+    for (what, scert) in [("first issuance", scert()), ("spec change", spec_changed)] {
+        match decide(&scert, seeing(&secret, issued + Duration::from_secs(1))) {
+            Decision::WaitUntil(at) => assert!(
+                at > issued && at <= issued + Duration::from_secs(31),
+                "{what}: looks again shortly after the grace"
+            ),
+            other => panic!("{what}: expected to wait for the status write, got {other:?}"),
+        }
+    }
+    // Past the grace, the generation is published again as not handled.
+    let seen = seeing(&secret, SystemTime::now() + Duration::from_secs(60));
+    assert_eq!(trigger(&decide(&scert(), seen)), Some(Trigger::Created));
+}
+
+#[test]
 fn a_secret_status_never_caught_up_with_is_repaired_after_the_grace() {
     let issued = SystemTime::now() - Duration::from_secs(31);
     let scert = ready(scert(), issued + Duration::from_secs(3600));
