@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, instrument, warn};
 
 use crate::Error;
-use crate::decide::{Decision, Observed, decide};
+use crate::decide::{Decision, Observed, decide, issuer_version};
 use crate::expiry::ExpiryCollector;
 use crate::fairness::{self, Admission, Cap};
 use crate::ledger::{Key, Ledger};
@@ -386,6 +386,7 @@ async fn reconcile(scert: Arc<ServiceCertificate>, ctx: Arc<Context>) -> Result<
                         dedup_id,
                         attempt,
                         at: SystemTime::now(),
+                        issuer_version: issuer_version(issuer.as_deref()),
                     };
                     let due = ctx.schedule.due(&publication, trigger);
                     ctx.ledger.published(key, publication, takes_slot);

@@ -85,10 +85,7 @@ pub fn decide(scert: &ServiceCertificate, observed: Observed<'_>) -> Decision {
     if !ready.is_some_and(Condition::is_true) {
         // Refused for this generation: look again when the issuer changes,
         // and otherwise at a slow, fixed cadence.
-        let issuer_version = observed
-            .issuer
-            .map(|ca| ca.resource_version().unwrap_or_default())
-            .unwrap_or_else(|| "absent".to_owned());
+        let issuer_version = issuer_version(observed.issuer);
         let period = observed.failure_retry.as_secs().max(1);
         let epoch = unix_seconds(observed.now) / period;
         return publish(
@@ -154,6 +151,15 @@ pub fn decide(scert: &ServiceCertificate, observed: Observed<'_>) -> Decision {
         Verdict::RenewalDue(_) => renew(&uid, generation, &serial),
         Verdict::Good(found) => Decision::WaitUntil(found.renewal),
     }
+}
+
+/// The issuer as a refused request's re-examination id names it: the
+/// CertificateAuthority's resourceVersion, or `absent`. A new one means the
+/// issuer changed since the refusal, so the request is looked at again.
+pub fn issuer_version(issuer: Option<&CertificateAuthority>) -> String {
+    issuer
+        .map(|ca| ca.resource_version().unwrap_or_default())
+        .unwrap_or_else(|| "absent".to_owned())
 }
 
 fn renew(uid: &str, generation: i64, serial: &str) -> Decision {

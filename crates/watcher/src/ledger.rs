@@ -401,6 +401,7 @@ mod tests {
             dedup_id: dedup_id.to_owned(),
             attempt: 0,
             at: SystemTime::UNIX_EPOCH,
+            issuer_version: "absent".to_owned(),
         }
     }
 

@@ -36,6 +36,8 @@ pub struct Publication {
     pub attempt: u32,
     /// When JetStream stored it.
     pub at: SystemTime,
+    /// The issuer it was decided with ([`crate::decide::issuer_version`]).
+    pub issuer_version: String,
 }
 
 /// What to do about a decision to publish.
@@ -65,6 +67,12 @@ impl Schedule {
     /// watcher), is published at once under its own id, which every watcher
     /// agrees on. The same decision is published again once it is overdue
     /// ([`Schedule::due`]), as attempt n + 1.
+    ///
+    /// One exception: the first re-examination of a refusal that answers
+    /// the generation's own work item, with the issuer unchanged since, waits
+    /// `--failure-retry` from that item. The signer has just looked at
+    /// exactly this; asking again at once would only repeat its refusal
+    /// (and its Warning).
     pub fn step(
         &self,
         last: Option<&Publication>,
@@ -72,6 +80,15 @@ impl Schedule {
         dedup_id: &str,
         now: SystemTime,
     ) -> Step {
+        if trigger == Trigger::Resync
+            && let Some(last) = last
+            && answers(last, dedup_id)
+        {
+            let due = last.at + self.failure_retry.max(MIN_REPUBLISH_AFTER);
+            if now < due {
+                return Step::WaitUntil(due);
+            }
+        }
         let Some(last) = last.filter(|last| last.dedup_id == dedup_id) else {
             return Step::Publish {
                 message_id: dedup_id.to_owned(),
@@ -122,6 +139,17 @@ impl Schedule {
     pub fn republish_bound(&self) -> Duration {
         self.republish_interval(u32::MAX)
     }
+}
+
+/// Whether re-examination `resync_id` (`<generation's id>/retry/<issuer
+/// version>/<epoch>`, see `decide`) follows `last`, the generation's own
+/// work item, with the issuer it was published under.
+fn answers(last: &Publication, resync_id: &str) -> bool {
+    resync_id
+        .strip_prefix(last.dedup_id.as_str())
+        .and_then(|rest| rest.strip_prefix("/retry/"))
+        .and_then(|rest| rest.strip_prefix(last.issuer_version.as_str()))
+        .is_some_and(|rest| rest.starts_with('/') && !rest[1..].contains('/'))
 }
 
 /// The `Nats-Msg-Id` of publication `attempt` of decision `dedup_id`: the

@@ -22,6 +22,7 @@ fn published(dedup_id: &str, attempt: u32, minutes: u32) -> Publication {
         dedup_id: dedup_id.to_owned(),
         attempt,
         at: at(minutes),
+        issuer_version: "7".to_owned(),
     }
 }
 
@@ -114,6 +115,47 @@ fn what_to_do_with_a_decision_given_what_was_published_when() {
             dedup_id: "u/3/retry/7/100",
             now: 10,
             expect: publish("u/3/retry/7/100/again/1", 1),
+        },
+        Case {
+            name: "a refusal of the generation's own item, issuer unchanged: re-examined \
+                   --failure-retry after that item, not at once",
+            last: Some(published("u/3", 0, 0)),
+            trigger: Trigger::Resync,
+            dedup_id: "u/3/retry/7/100",
+            now: 0,
+            expect: Step::WaitUntil(at(10)),
+        },
+        Case {
+            name: "and then published under its own id",
+            last: Some(published("u/3", 0, 0)),
+            trigger: Trigger::Resync,
+            dedup_id: "u/3/retry/7/101",
+            now: 10,
+            expect: publish("u/3/retry/7/101", 0),
+        },
+        Case {
+            name: "the same after a republication of the generation's item",
+            last: Some(published("u/3", 2, 30)),
+            trigger: Trigger::Resync,
+            dedup_id: "u/3/retry/7/103",
+            now: 31,
+            expect: Step::WaitUntil(at(40)),
+        },
+        Case {
+            name: "the issuer changed since the item: re-examined at once",
+            last: Some(published("u/3", 0, 0)),
+            trigger: Trigger::Resync,
+            dedup_id: "u/3/retry/8/100",
+            now: 0,
+            expect: publish("u/3/retry/8/100", 0),
+        },
+        Case {
+            name: "another generation's refusal is not an answer to this item",
+            last: Some(published("u/3", 0, 0)),
+            trigger: Trigger::Resync,
+            dedup_id: "u/33/retry/7/100",
+            now: 0,
+            expect: publish("u/33/retry/7/100", 0),
         },
         Case {
             name: "a clock that went back waits for the due time, never publishes early",
