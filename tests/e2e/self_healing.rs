@@ -3,7 +3,11 @@
 //! When a work item is lost nothing the watcher watches changes; only time
 //! brings the work back (`--republish-after`, 3 s here). No signer runs
 //! until the loss is over, so the item is certainly still queued when it
-//! goes, and nothing but a republication can issue the certificate.
+//! goes, and nothing but a republication can issue the certificate. When
+//! the streams themselves are lost, no service creates them again (their
+//! NATS users may not): the watcher reports the missing work stream and
+//! keeps its work until the operator's setup step (`certflow-watcher
+//! setup-bus`, run here as the real binary) has created them.
 
 use std::time::Duration;
 
@@ -22,6 +26,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 const REPUBLISHED: &str = "certflow_watcher_republished_total";
 const PENDING: &str = "certflow_watcher_decisions_pending";
+const STREAM_MISSING: &str = "certflow_watcher_work_stream_missing_total";
 
 /// One test's namespace, CA and services (no signer yet), and a JetStream
 /// client to lose their work with.
@@ -99,6 +104,16 @@ impl Fixture {
         .await;
     }
 
+    /// Waits until the watcher's `metric` is at least `value`.
+    async fn await_watcher_metric_at_least(&self, metric: &str, value: f64) {
+        let what = format!("{metric} to reach {value}\n{}", self.services.logs());
+        eventually(&what, WAIT, || async {
+            let found = self.watcher_metric(metric).await;
+            (found >= value).then_some(())
+        })
+        .await;
+    }
+
     /// Waits until every certificate of the workload is issued.
     async fn issued(&self) {
         let problems = self.workload.settle(WAIT).await;
@@ -133,8 +148,8 @@ async fn a_work_item_purged_from_the_stream_is_published_again_and_the_certifica
 }
 
 #[tokio::test]
-async fn nats_back_without_its_storage_gets_its_streams_again_and_the_lost_work_is_published_again()
-{
+async fn nats_back_without_its_storage_is_reported_and_after_the_setup_step_the_lost_work_is_issued()
+ {
     let env = TestEnv::start()
         .await
         .expect("a control plane of the test's own");
@@ -146,12 +161,49 @@ async fn nats_back_without_its_storage_gets_its_streams_again_and_the_lost_work_
     env.restart_nats_with_empty_storage()
         .await
         .expect("nats-server restarts without its store");
-    // The signer and the reporter create the streams at start-up only, and
-    // no signer has started: the watcher alone makes the stream and
-    // publishes the lost work again.
-    fx.await_queued("the watcher to create the work stream again and republish")
-        .await;
+    // The watcher republishes, finds the work stream missing, says so and
+    // keeps the work; it creates no stream.
+    fx.await_watcher_metric_at_least(STREAM_MISSING, 1.0).await;
+    let watcher_log = fx
+        .services
+        .watcher
+        .as_ref()
+        .map(|watcher| std::fs::read_to_string(watcher.process.log_path()).unwrap_or_default())
+        .unwrap_or_default();
+    assert!(
+        watcher_log.contains("the work stream is missing"),
+        "the watcher warns\n{}",
+        fx.services.logs()
+    );
+    assert_eq!(
+        fx.queued().await,
+        None,
+        "no service created the work stream"
+    );
+    // A signer started now waits for its consumer, not ready.
     fx.services.add_signer();
+    let signer = &fx.services.signers[0];
+    let what = format!(
+        "the signer to log that its stream is missing\n{}",
+        fx.services.logs()
+    );
+    eventually(&what, WAIT, || async {
+        let log = std::fs::read_to_string(signer.process.log_path()).unwrap_or_default();
+        log.contains("certflow-watcher setup-bus").then_some(())
+    })
+    .await;
+    assert_eq!(
+        signer.serving().await,
+        Some(false),
+        "the waiting signer is not ready"
+    );
+
+    // The operator's setup step; no service restarts.
+    let printed = fx.services.setup_bus().await;
+    assert!(
+        printed.contains(&format!("stream {}: created", fx.topology.work_stream())),
+        "setup-bus says what it created: {printed}"
+    );
 
     fx.issued().await;
     assert!(
@@ -160,6 +212,7 @@ async fn nats_back_without_its_storage_gets_its_streams_again_and_the_lost_work_
         fx.services.logs()
     );
     assert!(fx.services.exited().is_empty(), "{}", fx.services.logs());
+    fx.await_watcher_metric(PENDING, 0.0).await;
     fx.services.stop();
 }
 

@@ -1,12 +1,15 @@
-//! The watcher's error policy against the real bus. An error no retry can
-//! fix is provoked for real: the work stream is replaced by one of the same
-//! name that certflow cannot update (memory storage, another subject), so
-//! the watcher finds no stream for its work item and cannot create it again
-//! (`BusError::Stream`, which the bus classifies as permanent). The watcher
-//! must then count its ServiceCertificates as stalled and the errors as
-//! permanent, try again only after `--failure-retry` (30 s in these tests)
-//! instead of looping, forget a stalled ServiceCertificate that is deleted,
-//! and issue the rest once an operator removes the cause.
+//! The watcher's error policy against the real bus, when the work stream
+//! is not what certflow set up: an operator replaced it by one of the same
+//! name that captures no work item (memory storage, another subject). The
+//! watcher creates no stream (its NATS user may not): it finds no stream
+//! for its work item, counts it in `certflow_watcher_work_stream_missing_total`,
+//! and retries with backoff (a transient error, never a stall), keeping the
+//! work of every ServiceCertificate but one deleted meanwhile, until the
+//! operator removes the impostor and runs the setup step
+//! (`certflow-watcher setup-bus`); then the rest is issued. An error no
+//! retry can fix (the bus refusing an item outright) cannot be provoked
+//! against a real nats-server any more; `crates/watcher/src/retry.rs`'s
+//! tests keep that policy.
 
 use std::time::Duration;
 
@@ -21,15 +24,16 @@ use kube::api::{DeleteParams, PostParams};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// How long the test watches for a retry that must not come: a third of
-/// the watcher's `--failure-retry` (30 s, set by `Services`). A transient
-/// error would have been retried twice in this time (after 1–2 s, then
-/// 2–4 s).
-const NO_RETRY_WINDOW: Duration = Duration::from_secs(10);
+/// How long the test watches for retries that must come: a third of the
+/// watcher's `--failure-retry` (30 s, set by `Services`), so they are the
+/// transient backoff's (after 1–2 s, then 2–4 s, ...), not the retry of a
+/// stalled object.
+const RETRY_WINDOW: Duration = Duration::from_secs(10);
 
 const STALLED: &str = "certflow_watcher_decisions_stalled";
 const PENDING: &str = "certflow_watcher_decisions_pending";
 const ERRORS: &str = "certflow_watcher_reconcile_errors_total";
+const STREAM_MISSING: &str = "certflow_watcher_work_stream_missing_total";
 
 fn watcher(services: &Services) -> &Service {
     services.watcher.as_ref().expect("the watcher runs")
@@ -55,8 +59,8 @@ async fn await_metric(services: &Services, service: &Service, metric: &str, valu
     .await;
 }
 
-/// Waits until `service` has created the streams: each service registers
-/// its metrics only after `certflow_bus::ensure` returned.
+/// Waits until `service` has found the streams: each service registers its
+/// metrics only after `certflow_bus::open_when_created` returned.
 async fn await_streams_ensured(services: &Services, service: &Service, metric_prefix: &str) {
     let what = format!("{metric_prefix} metrics\n{}", services.logs());
     eventually(&what, WAIT, || async {
@@ -70,7 +74,8 @@ async fn await_streams_ensured(services: &Services, service: &Service, metric_pr
 }
 
 #[tokio::test]
-async fn a_work_stream_it_cannot_restore_stalls_certificates_without_a_retry_loop_until_fixed() {
+async fn a_work_stream_that_captures_no_work_is_reported_and_retried_with_backoff_until_set_up_again()
+ {
     let env = certflow_testenv::shared();
     let namespace = env.create_namespace("stalled").await.expect("namespace");
     let mut services = Services::launch(env, &namespace, 0, &[], &[]).await;
@@ -79,7 +84,7 @@ async fn a_work_stream_it_cannot_restore_stalls_certificates_without_a_retry_loo
     await_streams_ensured(&services, reporter, "certflow_reporter_").await;
 
     // The operator's mistake: the work stream replaced by one that does not
-    // capture work items and whose storage certflow may not change.
+    // capture work items.
     let js = jetstream::new(
         async_nats::connect(env.nats_url())
             .await
@@ -116,42 +121,48 @@ async fn a_work_stream_it_cannot_restore_stalls_certificates_without_a_retry_loo
         .await
         .expect("create ServiceCertificate doomed");
 
-    // Both are stalled, each by a permanent error.
-    await_metric(&services, watcher(&services), STALLED, 2.0).await;
-    let permanent = errors(&services, false).await;
-    let transient = errors(&services, true).await;
+    // Both wait, each counted as finding the work stream missing, retried
+    // with backoff as the transient error it is; neither is stalled.
+    let what = format!(
+        "two publications finding the stream missing\n{}",
+        services.logs()
+    );
+    eventually(&what, WAIT, || async {
+        (watcher(&services).metric_sum(STREAM_MISSING).await >= 2.0).then_some(())
+    })
+    .await;
+    await_metric(&services, watcher(&services), PENDING, 2.0).await;
     assert!(
-        permanent >= 2.0,
-        "two permanent errors, one per ServiceCertificate, were counted: {permanent}\n{}",
+        errors(&services, true).await >= 2.0,
+        "the errors are counted as transient\n{}",
+        services.logs()
+    );
+    assert_eq!(errors(&services, false).await, 0.0, "{}", services.logs());
+    assert_eq!(watcher(&services).metric_sum(STALLED).await, 0.0);
+
+    // They keep being retried, well before --failure-retry.
+    let missing = watcher(&services).metric_sum(STREAM_MISSING).await;
+    tokio::time::sleep(RETRY_WINDOW).await;
+    let later = watcher(&services).metric_sum(STREAM_MISSING).await;
+    assert!(
+        later >= missing + 2.0,
+        "both were retried within {RETRY_WINDOW:?}: {missing} then {later}\n{}",
         services.logs()
     );
 
-    // No retry loop. Nothing can be awaited here: the promise is that
-    // nothing happens for a while.
-    tokio::time::sleep(NO_RETRY_WINDOW).await;
-    assert_eq!(
-        (
-            errors(&services, false).await,
-            errors(&services, true).await
-        ),
-        (permanent, transient),
-        "the watcher retried a permanent error within {NO_RETRY_WINDOW:?}\n{}",
-        services.logs()
-    );
-
-    // A stalled ServiceCertificate that is deleted leaves nothing behind.
+    // A waiting ServiceCertificate that is deleted leaves nothing behind.
     scerts
         .delete("doomed", &DeleteParams::default())
         .await
         .expect("delete ServiceCertificate doomed");
-    await_metric(&services, watcher(&services), STALLED, 1.0).await;
     await_metric(&services, watcher(&services), PENDING, 1.0).await;
 
-    // The operator removes the impostor; the signer creates the streams
-    // again when it starts, and the watcher publishes at its next retry.
+    // The operator removes the impostor and runs the setup step; the
+    // watcher publishes at its next retry, without a restart.
     js.delete_stream(&work_stream)
         .await
         .expect("delete the impostor stream");
+    services.setup_bus().await;
     services.add_signer();
     let problems = workload.settle(WAIT).await;
     assert!(

@@ -1,7 +1,10 @@
 //! certflow's own services as separate processes against the shared local
 //! control plane, isolated per test: their own bus prefix (streams), their
 //! own control-plane namespace for CA key pairs, and a watcher and a
-//! reporter scoped to the test's namespace.
+//! reporter scoped to the test's namespace. The services only look their
+//! streams up, so [`Services::launch_on`] first runs the setup step
+//! (`certflow-watcher setup-bus`, as an operator does) for the test's bus
+//! prefix and flags.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -197,12 +200,43 @@ impl Services {
             log_dir: env.dir().join(unique_name("services")),
         };
         std::fs::create_dir_all(&services.log_dir).expect("log dir");
+        services.setup_bus().await;
         services.start_watcher();
         for _ in 0..signers {
             services.add_signer();
         }
         services.add_reporter_with_args(reporter_args);
         services
+    }
+
+    /// Runs the setup step, `certflow-watcher setup-bus`, with the
+    /// services' NATS URL, bus prefix and common flags (so `--bus-replicas`
+    /// and the retry flags apply), as an operator runs it; panics with its
+    /// output unless it exits 0. Returns what it printed.
+    pub async fn setup_bus(&self) -> String {
+        let mut args = vec![
+            format!("--nats-url={}", self.nats_url),
+            format!("--bus-prefix={}", self.bus_prefix),
+        ];
+        args.extend_from_slice(&self.common_args);
+        args.push("setup-bus".to_owned());
+        let run = tokio::process::Command::new(binary("certflow-watcher"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("certflow-watcher setup-bus finishes within 2 minutes")
+            .expect("run certflow-watcher setup-bus");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "certflow-watcher {args:?} failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
     }
 
     fn spawn(&self, name: &str, binary_name: &str, extra: &[String]) -> Service {

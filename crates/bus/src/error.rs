@@ -3,7 +3,8 @@
 
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{
-    CreateStreamError, CreateStreamErrorKind, PublishError, PublishErrorKind,
+    CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind, PublishError,
+    PublishErrorKind,
 };
 use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
 
@@ -47,7 +48,25 @@ pub enum BusError {
         source: CreateStreamError,
     },
 
-    /// Creating or updating a durable consumer failed.
+    /// A stream or durable consumer a service needs does not exist: the
+    /// setup step (`certflow-watcher setup-bus`, deploy/'s
+    /// `certflow-nats-setup` Job) has not run since NATS lost it or since
+    /// the bus prefix was chosen. Services do not create streams.
+    #[error(
+        "{what} does not exist: the setup step creates it (run {}, again after NATS lost its storage)",
+        crate::open::SETUP_COMMAND
+    )]
+    Missing { what: String },
+
+    /// Looking up a stream failed (other than finding none).
+    #[error("looking up stream {stream}: {source}")]
+    StreamInfo {
+        stream: String,
+        #[source]
+        source: GetStreamError,
+    },
+
+    /// Creating, updating or looking up a durable consumer failed.
     #[error("consumer {consumer} on stream {stream}: {source}")]
     Consumer {
         stream: String,
@@ -122,6 +141,15 @@ impl BusError {
                 }
                 _ => false,
             },
+            // The setup step may create it any time.
+            Self::Missing { .. } => true,
+            Self::StreamInfo { source, .. } => match source.kind() {
+                GetStreamErrorKind::Request => true,
+                GetStreamErrorKind::JetStream(error) => {
+                    error.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE
+                }
+                _ => false,
+            },
             Self::Consumer { source, .. } => matches!(
                 source.kind(),
                 ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request
@@ -144,8 +172,8 @@ impl BusError {
 
     /// Whether a publish failed because no stream captures its subject
     /// (JetStream answered "no responders"): the stream is being created,
-    /// the server is restarting, or the stream is gone and must be created
-    /// again ([`crate::ensure`]).
+    /// the server is restarting, or the stream is gone and the setup step
+    /// must create it again ([`crate::ensure`]).
     pub fn is_stream_missing(&self) -> bool {
         matches!(self, Self::Publish { source, .. } if source.kind() == PublishErrorKind::StreamNotFound)
     }
@@ -158,6 +186,8 @@ impl BusError {
             Self::InvalidSubjectToken { .. } => "invalid_subject_token",
             Self::InvalidMessage { .. } => "invalid_message",
             Self::Stream { .. } => "stream",
+            Self::Missing { .. } => "missing",
+            Self::StreamInfo { .. } => "stream_info",
             Self::Consumer { .. } => "consumer",
             Self::Publish { .. } => "publish",
             Self::NotJetStream { .. } => "not_jetstream",

@@ -36,8 +36,8 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher on `js` for the subjects of `topology`. The streams must
-    /// exist ([`crate::ensure`]); publishing to a missing stream fails with a
-    /// transient [`BusError::Publish`].
+    /// exist (the setup step's [`crate::ensure`]); publishing to a missing
+    /// stream fails with a transient [`BusError::Publish`].
     pub fn new(js: jetstream::Context, topology: Topology) -> Self {
         Self { js, topology }
     }

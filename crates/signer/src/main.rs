@@ -59,7 +59,13 @@ async fn main() -> anyhow::Result<()> {
     let nats = service.connect_nats().await?;
     let js = async_nats::jetstream::new(nats);
     let topology = service.topology()?;
-    let streams = certflow_bus::ensure(&js, &topology).await?;
+    // The setup step creates the streams; until it has, wait (readiness
+    // stays NOT_SERVING) or stop when asked to.
+    let stop = service.shutdown().token();
+    let Some(streams) = certflow_bus::open_when_created(&js, &topology, &stop).await? else {
+        service.stop().await?;
+        return Ok(());
+    };
     let publisher = certflow_bus::Publisher::new(js, topology.clone());
     let metrics = service.metrics().with_registry(Metrics::new);
 

@@ -55,6 +55,9 @@ pub enum Error {
         source: async_nats::ConnectError,
     },
 
+    #[error("setting up the bus (streams and consumers): {0}")]
+    Bus(#[from] certflow_bus::BusError),
+
     #[error("{0}")]
     Other(String),
 }

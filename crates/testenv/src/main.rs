@@ -1,5 +1,7 @@
 //! `certflow-testenv`: runs the local control plane until interrupted, for
-//! the demo, benchmarks and poking around by hand.
+//! the demo, benchmarks and poking around by hand, with the bus set up for
+//! the default prefix (`certflow`) so that services started with default
+//! flags find their streams.
 
 use std::path::PathBuf;
 
@@ -7,7 +9,8 @@ use anyhow::Context as _;
 use clap::Parser;
 
 /// Run a local control plane (etcd, kube-apiserver, kube-controller-manager,
-/// nats-server with JetStream) on loopback until SIGINT or SIGTERM.
+/// nats-server with JetStream) on loopback until SIGINT or SIGTERM, with the
+/// NATS streams and consumers of the default bus prefix created.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -33,6 +36,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let dir = std::path::absolute(&args.dir)?;
     let env = certflow_testenv::TestEnv::start_in(dir.clone()).await?;
+    // The setup step, before the demo's services (default flags) start:
+    // they only look the streams up.
+    let topology = certflow_bus::Topology::new(certflow_bus::settings::DEFAULT_PREFIX)?;
+    let streams = certflow_testenv::nats::setup_bus(&env.nats_url(), &topology).await?;
+    for ensured in &streams.changes {
+        println!("{}: {}", ensured.what, ensured.change);
+    }
 
     let env_file = dir.join("env.sh");
     std::fs::write(

@@ -129,3 +129,24 @@ pub async fn wait_for_jetstream(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The setup step over a connection of its own: creates (or updates) the
+/// streams and consumers of `topology` on the NATS servers at `url`
+/// (comma-separated for a cluster) with `certflow_bus::ensure`. The
+/// services only look their streams up, so this runs before any of them
+/// starts: the demo runs it for the default prefix; the e2e tests and
+/// benchmarks run the real `certflow-watcher setup-bus` for theirs.
+pub async fn setup_bus(
+    url: &str,
+    topology: &certflow_bus::Topology,
+) -> Result<certflow_bus::Streams> {
+    let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+    let client = async_nats::connect(servers)
+        .await
+        .map_err(|source| Error::Nats {
+            url: url.to_owned(),
+            source,
+        })?;
+    let js = async_nats::jetstream::new(client);
+    Ok(certflow_bus::ensure(&js, topology).await?)
+}

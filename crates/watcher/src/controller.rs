@@ -1,13 +1,13 @@
 //! Observes ServiceCertificates, CertificateAuthorities and the Secrets
-//! carrying certflow's managed label; writes work items to JetStream (and
-//! creates its streams again when the work stream is gone); never writes to
-//! the Kubernetes API and never caches Secrets without that label.
+//! carrying certflow's managed label; writes work items to JetStream (never
+//! creating a stream: when the work stream is gone it reports so and keeps
+//! the item for retry until the setup step creates the stream again); never
+//! writes to the Kubernetes API and never caches Secrets without that label.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream;
 use certflow_api::{CertificateAuthority, ServiceCertificate, labels};
 use certflow_bus::{PublishReceipt, Publisher, Topology, TraceId};
 use certflow_proto::v1::{SCHEMA_VERSION, Trigger, WorkItem};
@@ -39,10 +39,10 @@ const RECONCILE_DRAIN: Duration = Duration::from_secs(10);
 /// this, the cache's watch waits for the controller to catch up.
 const TRIGGER_BUFFER: usize = 1024;
 
-/// How often the streams may be created again when publishing finds the
-/// work stream missing; reconciles running at the same moment share one
-/// attempt.
-const RESTORE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the watcher warns that the work stream is missing, however
+/// many reconciles find it so (each is counted in
+/// `certflow_watcher_work_stream_missing_total`).
+const MISSING_WARNING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How the watches reconnect after an error: from 0.8 s, doubling up to
 /// [`WATCH_BACKOFF_MAX`], with up to as much again at random, reset after
@@ -118,7 +118,6 @@ where
 /// What every reconcile shares.
 #[derive(Debug)]
 struct Context {
-    js: jetstream::Context,
     publisher: Publisher,
     scerts: Store<ServiceCertificate>,
     secrets: Store<Secret>,
@@ -130,9 +129,8 @@ struct Context {
     /// out (so an unchanged decision is not queued again on every watch
     /// event, only when overdue) and its error streak.
     ledger: Ledger,
-    /// When the streams were last created again after the work stream was
-    /// found missing.
-    restored: tokio::sync::Mutex<Option<Instant>>,
+    /// When the watcher last warned that the work stream is missing.
+    missing_warned: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Runs the watches and the reconcile loop until `shutdown` fires. Work
@@ -141,7 +139,7 @@ struct Context {
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
-    js: jetstream::Context,
+    js: async_nats::jetstream::Context,
     topology: Topology,
     settings: Settings,
     metrics: Metrics,
@@ -242,8 +240,7 @@ pub async fn run(
         .reconcile_on(related_changes)
         .trigger_backoff(watch_backoff());
     let context = Arc::new(Context {
-        publisher: Publisher::new(js.clone(), topology),
-        js,
+        publisher: Publisher::new(js, topology),
         scerts: store.clone(),
         secrets,
         cas,
@@ -251,7 +248,7 @@ pub async fn run(
         settings,
         metrics,
         ledger,
-        restored: tokio::sync::Mutex::default(),
+        missing_warned: std::sync::Mutex::default(),
     });
     let reconciling = controller
         .graceful_shutdown_on({
@@ -505,9 +502,11 @@ fn error_policy(scert: Arc<ServiceCertificate>, error: &Error, ctx: Arc<Context>
 impl Context {
     /// Publishes `item`, attempt `attempt` of its decision. Finding the work
     /// stream missing (NATS came back without its storage, or the stream
-    /// was deleted), creates the streams again, as every service does at
-    /// start-up, and publishes once more: otherwise nothing would until a
-    /// service restarts.
+    /// was deleted) is reported ([`Context::report_missing_stream`]) and
+    /// returned as the transient error it is: the reconcile backs off and
+    /// publishes again ([`crate::retry`]), until the setup step has created
+    /// the stream again. The watcher does not create it: its NATS user may
+    /// not.
     async fn publish(
         &self,
         item: &WorkItem,
@@ -518,8 +517,8 @@ impl Context {
         let trace = TraceId::current_or_generate();
         let receipt = match self.publisher.publish_work(item, &trace).await {
             Err(err) if err.is_stream_missing() => {
-                self.restore_streams().await?;
-                self.publisher.publish_work(item, &trace).await?
+                self.report_missing_stream();
+                return Err(err.into());
             }
             result => result?,
         };
@@ -535,20 +534,25 @@ impl Context {
         Ok(receipt)
     }
 
-    /// Creates the streams and consumers again, at most once per
-    /// [`RESTORE_INTERVAL`] however many reconciles find them missing.
-    async fn restore_streams(&self) -> Result<(), Error> {
-        let mut restored = self.restored.lock().await;
-        if restored.is_some_and(|at| at.elapsed() < RESTORE_INTERVAL) {
-            return Ok(());
+    /// Counts a publication that found the work stream missing, and warns
+    /// at most once per [`MISSING_WARNING_INTERVAL`] however many
+    /// reconciles find it so.
+    fn report_missing_stream(&self) {
+        self.metrics.work_stream_missing();
+        let mut warned = self
+            .missing_warned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if warned.is_some_and(|at| at.elapsed() < MISSING_WARNING_INTERVAL) {
+            return;
         }
+        *warned = Some(Instant::now());
         warn!(
             stream = %self.publisher.topology().work_stream(),
-            "the work stream is missing; creating the streams and consumers again"
+            setup = certflow_bus::SETUP_COMMAND,
+            "the work stream is missing: work items wait in the watcher and are published \
+             again with backoff once the setup step has created it; run the setup step"
         );
-        certflow_bus::ensure(&self.js, self.publisher.topology()).await?;
-        *restored = Some(Instant::now());
-        Ok(())
     }
 
     /// Forgets `uid` if its object is gone from the cache: deleted while a

@@ -1,19 +1,31 @@
-//! certflow-watcher: wiring only; the logic lives in the library.
+//! certflow-watcher: wiring only; the logic lives in the library. Also the
+//! bus's setup step (`certflow-watcher setup-bus`), which creates the NATS
+//! streams and consumers every service only looks up.
 
 use std::time::Duration;
 
-use certflow_runtime::{CommonArgs, Service, kube_client, nats::NATS_DEPENDENCY, parse_duration};
+use anyhow::Context as _;
+use certflow_runtime::{
+    CommonArgs, HealthHandle, Service, Shutdown, kube_client, nats::NATS_DEPENDENCY,
+    parse_duration, telemetry,
+};
 use certflow_watcher::controller::{self, Settings};
 use certflow_watcher::fairness::Cap;
 use certflow_watcher::metrics::Metrics;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// Watches ServiceCertificates, CertificateAuthorities and the Secrets
 /// certflow manages, and publishes a work item whenever a certificate must be
 /// (re)issued. Reads the Kubernetes API only; never writes to it.
+///
+/// Without a subcommand it runs the watcher. It waits (readiness
+/// NOT_SERVING) until the NATS streams exist; `setup-bus` creates them.
 #[derive(Debug, Parser)]
-#[command(name = "certflow-watcher", version, about)]
+#[command(name = "certflow-watcher", version, about, long_about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     #[command(flatten)]
     common: CommonArgs,
 
@@ -53,9 +65,75 @@ struct Args {
     namespace_in_flight: usize,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The setup step: creates the NATS JetStream streams and durable
+    /// consumers of --bus-prefix, or updates them to this build's settings
+    /// (--bus-replicas, --bus-max-deliver, --bus-retry-delays), prints what
+    /// it created, updated or left unchanged, and exits (0 when all is in
+    /// place). Run it before the services start, after changing one of those
+    /// settings, and after NATS lost its storage; the services never create
+    /// a stream. Takes the NATS and bus flags before the subcommand
+    /// (`certflow-watcher --nats-url=... setup-bus`) or from their
+    /// environment variables; connects as `certflow-setup`, its replies on
+    /// `_INBOX.certflow-setup.>`. Its NATS user needs STREAM.INFO/CREATE/UPDATE
+    /// on the streams and CONSUMER.INFO/CREATE on the consumers
+    /// (deploy/base/nats/auth.conf's `setup` user).
+    SetupBus,
+}
+
+/// The NATS connection name of `setup-bus`; its inbox prefix is
+/// `_INBOX.certflow-setup`.
+const SETUP_CONNECTION: &str = "certflow-setup";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    match args.command {
+        Some(Command::SetupBus) => setup_bus(args.common).await,
+        None => watch(args).await,
+    }
+}
+
+/// `certflow-watcher setup-bus`: connects, runs `certflow_bus::ensure`,
+/// prints one line per stream and consumer.
+async fn setup_bus(common: CommonArgs) -> anyhow::Result<()> {
+    let telemetry = telemetry::init(common.log_format, &common.log_filter, None)?;
+    let shutdown = Shutdown::on_signals(common.shutdown_grace)?;
+    // No health server: a Job has no probes; the handle only takes the
+    // connection's events.
+    let (health, _) = HealthHandle::new(&[NATS_DEPENDENCY]).await;
+    let topology = common.topology()?;
+    let nats = certflow_runtime::connect_nats(&common, SETUP_CONNECTION, &health, &shutdown)
+        .await
+        .with_context(|| format!("setting up the bus at {}", common.nats_url))?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let ensured = tokio::select! {
+        ensured = certflow_bus::ensure(&js, &topology) => ensured,
+        () = shutdown.requested() => anyhow::bail!("stopped before the bus was set up"),
+    }
+    .with_context(|| {
+        format!(
+            "setting up the streams and consumers of bus prefix {:?}",
+            topology.prefix()
+        )
+    })?;
+    for ensured in &ensured.changes {
+        println!("{}: {}", ensured.what, ensured.change);
+    }
+    println!(
+        "bus prefix {:?} set up: {} replica(s), {} deliveries",
+        topology.prefix(),
+        topology.replicas(),
+        topology.retry_policy().max_deliver()
+    );
+    nats.drain().await.ok();
+    telemetry.shutdown_async().await;
+    Ok(())
+}
+
+/// The watcher itself.
+async fn watch(args: Args) -> anyhow::Result<()> {
     let service = Service::start(
         "certflow-watcher",
         args.common.clone(),
@@ -66,7 +144,14 @@ async fn main() -> anyhow::Result<()> {
     let nats = service.connect_nats().await?;
     let js = async_nats::jetstream::new(nats);
     let topology = service.topology()?;
-    certflow_bus::ensure(&js, &topology).await?;
+    let stop = service.shutdown().token();
+    if certflow_bus::open_when_created(&js, &topology, &stop)
+        .await?
+        .is_none()
+    {
+        service.stop().await?;
+        return Ok(());
+    }
     let metrics = service.metrics().with_registry(Metrics::new);
     let settings = Settings {
         failure_retry: args.failure_retry,
@@ -114,6 +199,23 @@ mod tests {
                 assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
             }
         }
+    }
+
+    #[test]
+    fn no_subcommand_runs_the_watcher_and_setup_bus_takes_the_flags_before_it() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("certflow-watcher").chain(args.iter().copied()))
+        };
+        let watcher = parse(&["--bus-prefix=p"]).expect("the watcher's flags parse");
+        assert!(watcher.command.is_none());
+        let setup =
+            parse(&["--bus-prefix=p", "--bus-replicas=3", "setup-bus"]).expect("setup-bus parses");
+        assert!(matches!(setup.command, Some(Command::SetupBus)));
+        assert_eq!(setup.common.bus_prefix, "p");
+        assert_eq!(setup.common.bus_replicas, 3);
+        assert!(parse(&["setup-bus", "--no-such-flag"]).is_err());
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("setup-bus"), "{help}");
     }
 
     #[test]

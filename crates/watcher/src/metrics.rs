@@ -33,6 +33,7 @@ pub struct Metrics {
     pending: Gauge,
     held: Gauge,
     stalled: Gauge,
+    stream_missing: Counter,
 }
 
 impl Metrics {
@@ -71,9 +72,16 @@ impl Metrics {
         registry.register(
             "decisions_stalled",
             "ServiceCertificates whose last reconcile failed with an error no retry is \
-             expected to fix (the bus refused the work item or would not create its stream \
-             again); each is retried every --failure-retry until an operator fixes the cause",
+             expected to fix (the bus refused the work item); each is retried every \
+             --failure-retry until an operator fixes the cause",
             metrics.stalled.clone(),
+        );
+        registry.register(
+            "work_stream_missing",
+            "Work item publications that found the work stream missing (NATS lost its \
+             storage, or the stream was deleted); each is retried with backoff until the \
+             setup step (certflow-watcher setup-bus) creates the stream again",
+            metrics.stream_missing.clone(),
         );
         metrics
     }
@@ -114,6 +122,11 @@ impl Metrics {
     /// slot of their namespace.
     pub fn held(&self, objects: usize) {
         self.held.set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a publication that found the work stream missing.
+    pub fn work_stream_missing(&self) {
+        self.stream_missing.inc();
     }
 
     /// Sets the number of ServiceCertificates whose last reconcile failed

@@ -3,8 +3,8 @@
 //! `certflow_bus::BusError::is_transient`): a transient error (the bus
 //! unreachable, slow or full) backs off per object, exponentially, and the
 //! object's next reconcile that ends without error ends the streak; a
-//! permanent one (the bus refuses the item or will not create its stream
-//! again, which only an operator can change) waits `--failure-retry`, and
+//! permanent one (the bus refuses the item, which only an operator can
+//! change) waits `--failure-retry`, and
 //! the object counts as stalled until a reconcile of it ends without error
 //! or it is deleted. Pure but for the random jitter: the [`crate::ledger`]
 //! keeps one [`Streak`] per failing object and forgets it with the object.
