@@ -238,6 +238,8 @@ fn variables(config: &str) -> BTreeSet<String> {
 struct Accepted {
     flags: BTreeSet<String>,
     env: BTreeSet<String>,
+    /// Every word of `--help`, where a subcommand (`setup-bus`) is listed.
+    words: BTreeSet<String>,
 }
 
 /// Environment variables read by libraries rather than by certflow's flags.
@@ -263,7 +265,8 @@ fn accepted(binary_name: &str) -> Accepted {
         .filter_map(|rest| rest.split(['=', ']']).next())
         .map(str::to_owned)
         .collect();
-    Accepted { flags, env }
+    let words = help.split_whitespace().map(str::to_owned).collect();
+    Accepted { flags, env, words }
 }
 
 /// Every problem with one container's command line and environment.
@@ -276,6 +279,8 @@ fn misuses(binary_name: &str, args: &[String], env: &[String]) -> Vec<String> {
             if !accepted.flags.contains(flag) {
                 problems.push(format!("{binary_name} has no flag --{flag}"));
             }
+        } else if !accepted.words.contains(arg) {
+            problems.push(format!("{binary_name} has no subcommand {arg}"));
         }
     }
     for name in env {
@@ -312,7 +317,10 @@ async fn the_deployments_use_only_flags_and_environment_variables_their_binaries
     objects.extend(render(env, "deploy/examples/nats-tls"));
     let mut checked = BTreeSet::new();
     let mut problems = Vec::new();
-    for deployment in objects.iter().filter(|o| kind(o) == "Deployment") {
+    for deployment in objects
+        .iter()
+        .filter(|o| kind(o) == "Deployment" || kind(o) == "Job")
+    {
         for container in deployment["spec"]["template"]["spec"]["containers"]
             .as_array()
             .expect("containers")
@@ -357,8 +365,12 @@ async fn each_service_logs_in_to_nats_as_its_own_user_with_its_own_password() {
         Some(Value::from("admin-bcrypt")),
         "NATS must read the admin password's hash, not the password"
     );
-    for service in ["certflow-watcher", "certflow-signer"] {
-        let deployment = find(objects, "Deployment", service);
+    for (kind, service) in [
+        ("Deployment", "certflow-watcher"),
+        ("Deployment", "certflow-signer"),
+        ("Job", "certflow-nats-setup"),
+    ] {
+        let deployment = find(objects, kind, service);
         let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
         let var = |wanted: &str| {
             env.as_array()
@@ -448,10 +460,15 @@ async fn compose_services_use_only_flags_and_environment_variables_their_binarie
 }
 
 #[test]
-fn the_flag_check_notices_an_unknown_flag_or_variable() {
+fn the_flag_check_notices_an_unknown_flag_subcommand_or_variable() {
+    assert!(misuses("certflow-watcher", &["setup-bus".into()], &[]).is_empty());
     let problems = misuses(
         "certflow-signer",
-        &["--namespace=x".into(), "--no-such-flag".into()],
+        &[
+            "--namespace=x".into(),
+            "--no-such-flag".into(),
+            "setup-bus".into(),
+        ],
         &[
             "CERTFLOW_NAMESPACE".into(),
             "CERTFLOW_NO_SUCH_VARIABLE".into(),
@@ -461,6 +478,7 @@ fn the_flag_check_notices_an_unknown_flag_or_variable() {
         problems,
         [
             "certflow-signer has no flag --no-such-flag",
+            "certflow-signer has no subcommand setup-bus",
             "certflow-signer reads no environment variable CERTFLOW_NO_SUCH_VARIABLE"
         ]
     );
@@ -955,10 +973,11 @@ impl Nats {
             dir.join("jetstream").display()
         );
         std::fs::write(dir.join("nats.conf"), config).expect("nats.conf");
-        let passwords: BTreeMap<&'static str, String> = ["watcher", "signer", "reporter", "admin"]
-            .into_iter()
-            .map(|user| (user, unique_name(user)))
-            .collect();
+        let passwords: BTreeMap<&'static str, String> =
+            ["watcher", "signer", "reporter", "setup", "admin"]
+                .into_iter()
+                .map(|user| (user, unique_name(user)))
+                .collect();
         // As in the cluster, the server gets only the admin password's
         // bcrypt hash (the Secret's `admin-bcrypt`), in double quotes, as
         // docs/deploy.md writes it: nats-server reads a variable's value as
@@ -1141,6 +1160,47 @@ async fn refused(nats: &Nats, user: &str, ask: Ask, subject: &str) {
     .await;
 }
 
+/// Runs the Job certflow-nats-setup's container command as the Job does:
+/// its NATS user, with that user's password, against `nats` (one server, so
+/// with the default replicas, not the Job's 3). Returns what it printed;
+/// fails the test unless it exits 0.
+fn run_setup_job(nats: &Nats, objects: &[Value]) -> String {
+    let job = find(objects, "Job", "certflow-nats-setup");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    let command = strings(&container["command"]);
+    let env = |wanted: &str| {
+        container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == wanted)
+            .cloned()
+            .unwrap_or_else(|| panic!("the setup Job sets no {wanted}"))
+    };
+    let user = env("CERTFLOW_NATS_USER")["value"]
+        .as_str()
+        .expect("a literal user")
+        .to_owned();
+    assert_eq!(user, "setup");
+    assert_eq!(
+        env("CERTFLOW_NATS_PASSWORD")["valueFrom"]["secretKeyRef"]["key"],
+        "setup"
+    );
+    let binary_name = binary_name(command.first().expect("an explicit command"));
+    assert_eq!(binary_name, "certflow-watcher");
+    assert_eq!(command[1..], ["setup-bus".to_owned()]);
+    run_ok(
+        std::process::Command::new(binary(&binary_name))
+            .args(&command[1..])
+            .env("CERTFLOW_NATS_URL", &nats.url)
+            .env("CERTFLOW_NATS_USER", &user)
+            .env("CERTFLOW_NATS_PASSWORD", &nats.passwords[user.as_str()])
+            .env("CERTFLOW_NATS_CONNECT_TIMEOUT", "20s")
+            .env("RUST_LOG", "info"),
+        "",
+    )
+}
+
 /// One service process running as its own ServiceAccount and NATS user.
 fn start_service(
     nats: &Nats,
@@ -1229,6 +1289,43 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
             .collect::<Vec<_>>()
             .join("\n")
     };
+
+    // The services only look their streams up, and there are none yet:
+    // each waits, asking nothing its user may not ask.
+    for process in [&watcher, &signer, &reporter] {
+        let what = format!(
+            "{} to wait for the setup step\n{}",
+            process.name(),
+            process.tail(30)
+        );
+        eventually(&what, WAIT, || async {
+            let log = std::fs::read_to_string(process.log_path()).unwrap_or_default();
+            log.contains("certflow-watcher setup-bus").then_some(())
+        })
+        .await;
+    }
+    let violations = nats.violations();
+    assert!(
+        violations.is_empty(),
+        "NATS refused a waiting service: {violations:#?}"
+    );
+    // The setup step, as the Job runs it, with the setup user.
+    let printed = run_setup_job(&nats, objects);
+    for created in [
+        "stream CERTFLOW_WORK: created",
+        "stream CERTFLOW_OUTCOMES: created",
+        "stream CERTFLOW_DEAD: created",
+        "consumer signer on stream CERTFLOW_WORK: created",
+        "consumer reporter on stream CERTFLOW_OUTCOMES: created",
+    ] {
+        assert!(printed.contains(created), "setup-bus printed {printed}");
+    }
+    // Again: nothing to do, and it says so.
+    let again = run_setup_job(&nats, objects);
+    assert!(
+        again.contains("stream CERTFLOW_WORK: unchanged") && !again.contains("created"),
+        "setup-bus run again printed {again}"
+    );
 
     // A generated CA whose key pair the signer creates in certflow-system.
     let issuer = unique_name("deploy-ca");
@@ -1469,11 +1566,71 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
         ("watcher", "$JS.API.STREAM.PURGE.CERTFLOW_WORK"),
         ("signer", "$JS.API.STREAM.DELETE.CERTFLOW_OUTCOMES"),
         ("reporter", "certflow.outcome.v1.x.forged"),
+        // The setup user sets up and does nothing else.
+        ("setup", work_subject.as_str()),
+        ("setup", "$JS.API.STREAM.PURGE.CERTFLOW_WORK"),
+        ("setup", "$JS.API.STREAM.DELETE.CERTFLOW_WORK"),
+        ("setup", "$JS.API.CONSUMER.DELETE.CERTFLOW_WORK.signer"),
+        ("setup", "$JS.API.CONSUMER.MSG.NEXT.CERTFLOW_WORK.signer"),
     ] {
         refused(&nats, user, Ask::Publish, subject).await;
     }
+    // No service creates or changes a stream or consumer: a compromised one
+    // cannot shrink the work stream's limits or retune the signers'
+    // consumer. Only the setup step may.
+    for user in ["watcher", "signer", "reporter"] {
+        for subject in [
+            "$JS.API.STREAM.CREATE.CERTFLOW_WORK",
+            "$JS.API.STREAM.UPDATE.CERTFLOW_WORK",
+            "$JS.API.STREAM.UPDATE.CERTFLOW_OUTCOMES",
+            "$JS.API.STREAM.UPDATE.CERTFLOW_DEAD",
+            "$JS.API.CONSUMER.CREATE.CERTFLOW_WORK.signer",
+            "$JS.API.CONSUMER.CREATE.CERTFLOW_WORK.signer.certflow.work.v1.x",
+            "$JS.API.CONSUMER.CREATE.CERTFLOW_OUTCOMES.reporter",
+            "$JS.API.CONSUMER.DURABLE.CREATE.CERTFLOW_WORK.signer",
+        ] {
+            refused(&nats, user, Ask::Publish, subject).await;
+        }
+    }
+    // And the refusal is real: the work stream keeps the setup step's
+    // limits when a service asks to change them.
+    let admin_js = async_nats::jetstream::new(nats.connect("admin").await.expect("admin"));
+    let mut shrunk = admin_js
+        .get_stream("CERTFLOW_WORK")
+        .await
+        .expect("the work stream")
+        .cached_info()
+        .config
+        .clone();
+    let max_bytes = shrunk.max_bytes;
+    shrunk.max_bytes = 1024;
+    // On the reporter's own inbox, so that an answer could reach it.
+    let reporter_js = async_nats::jetstream::new(
+        nats.options("reporter")
+            .custom_inbox_prefix("_INBOX.certflow-reporter")
+            .connect(&nats.url)
+            .await
+            .expect("reporter"),
+    );
+    let update = tokio::time::timeout(Duration::from_secs(10), reporter_js.update_stream(&shrunk))
+        .await
+        .map(|result| result.is_ok());
+    assert_ne!(update, Ok(true), "the reporter updated the work stream");
+    let kept = admin_js
+        .get_stream("CERTFLOW_WORK")
+        .await
+        .expect("the work stream")
+        .cached_info()
+        .config
+        .max_bytes;
+    assert_eq!(
+        kept, max_bytes,
+        "the work stream's limits are the setup step's"
+    );
     // Nobody reads another service's replies (pulled work included).
     for (user, subject) in [
+        ("setup", "_INBOX.certflow-watcher.>"),
+        ("watcher", "_INBOX.certflow-setup.>"),
         ("watcher", "_INBOX.certflow-signer.>"),
         ("reporter", "_INBOX.certflow-signer.>"),
         ("signer", "_INBOX.>"),
@@ -1660,7 +1817,10 @@ async fn the_image_holds_every_binary_the_manifests_run_as_the_user_they_expect(
         .rev()
         .find_map(|line| line.strip_prefix("USER "))
         .expect("the image sets USER");
-    for deployment in objects.iter().filter(|o| kind(o) == "Deployment") {
+    for deployment in objects
+        .iter()
+        .filter(|o| kind(o) == "Deployment" || kind(o) == "Job")
+    {
         let pod = &deployment["spec"]["template"]["spec"];
         let command = strings(&pod["containers"][0]["command"]);
         let path = command.first().expect("an explicit command");

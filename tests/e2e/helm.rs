@@ -78,7 +78,11 @@ fn helm_template(sets: &[&str]) -> String {
     run_ok(&mut command, "")
 }
 
-/// Objects by "kind namespace/name", the chart's own labels removed.
+/// The annotations that make the setup Job a Helm hook.
+const HELM_HOOK: [&str; 2] = ["helm.sh/hook", "helm.sh/hook-delete-policy"];
+
+/// Objects by "kind namespace/name", the chart's own labels and hook
+/// annotations removed.
 fn by_identity(objects: Vec<Value>) -> BTreeMap<String, Value> {
     objects
         .into_iter()
@@ -86,6 +90,24 @@ fn by_identity(objects: Vec<Value>) -> BTreeMap<String, Value> {
             if let Some(labels) = object["metadata"]["labels"].as_object_mut() {
                 for label in HELM_LABELS {
                     labels.remove(label);
+                }
+            }
+            let metadata = object["metadata"].as_object_mut();
+            if let Some(metadata) = metadata {
+                if let Some(annotations) = metadata
+                    .get_mut("annotations")
+                    .and_then(Value::as_object_mut)
+                {
+                    for annotation in HELM_HOOK {
+                        annotations.remove(annotation);
+                    }
+                }
+                if metadata
+                    .get("annotations")
+                    .and_then(Value::as_object)
+                    .is_some_and(|a| a.is_empty())
+                {
+                    metadata.remove("annotations");
                 }
             }
             let key = format!(
@@ -345,8 +367,23 @@ fn the_values_reach_the_objects() {
         resources["requests"]["memory"], "64Mi",
         "the other defaults stay"
     );
+    // The setup step runs against external NATS too, as a hook, with the
+    // release's image and NATS URL.
+    let setup = find("Job", "certflow-nats-setup");
+    assert_eq!(
+        setup["metadata"]["annotations"]["helm.sh/hook"],
+        "post-install,post-upgrade"
+    );
+    let container = &setup["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.example/certflow:9.9.9");
+    let url = container["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|e| e["name"] == "CERTFLOW_NATS_URL"))
+        .expect("CERTFLOW_NATS_URL");
+    assert_eq!(url["value"], "tls://nats.example:4222");
     let nats: Vec<String> = objects
         .iter()
+        .filter(|o| name(o) != "certflow-nats-setup")
         .filter(|o| name(o).starts_with("certflow-nats") || kind(o) == "Namespace")
         .map(|o| format!("{} {}", kind(o), name(o)))
         .collect();
