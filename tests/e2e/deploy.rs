@@ -1309,6 +1309,28 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
         violations.is_empty(),
         "NATS refused a waiting service: {violations:#?}"
     );
+    // A waiting service stops at once on SIGTERM, as Kubernetes asks.
+    let mut waiting = start_service(
+        &nats,
+        &log_dir,
+        "certflow-signer",
+        "signer",
+        &kubeconfig("certflow-signer").await,
+        &[format!("--namespace={NAMESPACE}")],
+        &[],
+    );
+    let what = format!("a second signer to wait\n{}", waiting.tail(30));
+    eventually(&what, WAIT, || async {
+        let log = std::fs::read_to_string(waiting.log_path()).unwrap_or_default();
+        log.contains("certflow-watcher setup-bus").then_some(())
+    })
+    .await;
+    let status = waiting.terminate(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "a signer waiting for its streams did not stop within 5 s of SIGTERM: {status:?}\n{}",
+        waiting.tail(20)
+    );
     // The setup step, as the Job runs it, with the setup user.
     let printed = run_setup_job(&nats, objects);
     for created in [
