@@ -186,8 +186,10 @@ pub(crate) fn consumer_not_found(error: &ConsumerError) -> bool {
 /// Create comes first, unlike async-nats' `create_or_update_stream`, which
 /// sends an update and creates only when that finds nothing. On a JetStream
 /// cluster (nats-server 2.15) concurrent updates of one replicated stream
-/// go unanswered, and so do creates behind them: four services starting
-/// together with `--bus-replicas=3` all timed out and exited. Concurrent
+/// go unanswered, and so do creates behind them: four clients running
+/// `ensure` together with `--bus-replicas=3` (as every service did at
+/// start-up before the setup step took it over; two setup runs can still
+/// overlap) all timed out. Concurrent
 /// creates are each answered, and a create of a stream that exists with the
 /// same configuration is answered as done, so an update is sent only when
 /// the configuration changed (`crates/bus/tests/replicas.rs` shows both).
@@ -213,10 +215,10 @@ const ATTEMPTS: u32 = 3;
 /// Runs `attempt` again, up to [`ATTEMPTS`] times, while its error is
 /// `unanswered` (the request timed out).
 ///
-/// Updates still race when every service restarts with a changed setting
+/// Updates still race when several clients apply a changed setting at once
 /// (a raised `--bus-replicas`): all but one go unanswered. Asking again is
 /// safe, since a create or update with the configuration in place changes
-/// nothing, and finds the stream updated, so no service exits over it.
+/// nothing, and finds the stream updated, so none of them fails over it.
 async fn retry_unanswered<T, E, F, Fut>(
     what: &str,
     unanswered: impl Fn(&E) -> bool,

@@ -1,6 +1,7 @@
 //! `--bus-replicas` against real servers. With 3 on a three-server
 //! JetStream cluster (certflow_testenv's, shaped like deploy/'s), every
-//! stream and both durable consumers are stored on all three servers, also when several services create them at once;
+//! stream and both durable consumers are stored on all three servers, also
+//! when several clients run `ensure` at once;
 //! raising it from 1 to 3 moves an installation's streams in place. With 3
 //! on a single server, `ensure` fails instead of retrying or leaving behind
 //! streams that a lost server would take with it.
@@ -19,9 +20,9 @@ fn topology(replicas: usize) -> Topology {
         .unwrap_or_else(|err| panic!("topology: {err}"))
 }
 
-/// What every service does at start-up, from `clients` connections at once,
-/// as a Deployment's Pods starting together do. Fails the test unless each
-/// one succeeds.
+/// The setup step from `clients` connections at once, as overlapping
+/// setup runs (or, before the setup step, services starting together) do.
+/// Fails the test unless each one succeeds.
 async fn ensure_from_each(cluster: &NatsCluster, topology: &Topology, clients: usize) -> Streams {
     let mut starting = Vec::new();
     for _ in 0..clients {
