@@ -1578,6 +1578,18 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
         "the watcher created a Secret: {denied:?}"
     );
 
+    // The setup step as a service's user fails, saying which user may (it
+    // waits out JetStream's silence, so it runs while the refusals below
+    // are checked).
+    let as_watcher = tokio::process::Command::new(binary("certflow-watcher"))
+        .arg("setup-bus")
+        .env("CERTFLOW_NATS_URL", &nats.url)
+        .env("CERTFLOW_NATS_USER", "watcher")
+        .env("CERTFLOW_NATS_PASSWORD", &nats.passwords["watcher"])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let as_watcher = tokio::spawn(as_watcher);
     // NATS: only the watcher publishes work; nobody else pulls the signer's.
     let work_subject = format!("certflow.work.v1.{app}.forged");
     for (user, subject) in [
@@ -1648,6 +1660,15 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
     assert_eq!(
         kept, max_bytes,
         "the work stream's limits are the setup step's"
+    );
+    let as_watcher = as_watcher
+        .await
+        .expect("the task")
+        .expect("setup-bus as the watcher's user ran");
+    let stderr = String::from_utf8_lossy(&as_watcher.stderr);
+    assert!(
+        !as_watcher.status.success() && stderr.contains("`setup` user may create streams"),
+        "setup-bus as the watcher's user: {as_watcher:?}"
     );
     // Nobody reads another service's replies (pulled work included).
     for (user, subject) in [

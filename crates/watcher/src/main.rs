@@ -111,12 +111,21 @@ async fn setup_bus(common: CommonArgs) -> anyhow::Result<()> {
     let ensured = tokio::select! {
         ensured = certflow_bus::ensure(&js, &topology) => ensured,
         () = shutdown.requested() => anyhow::bail!("stopped before the bus was set up"),
-    }
-    .with_context(|| {
-        format!(
-            "setting up the streams and consumers of bus prefix {:?}",
+    };
+    let ensured = ensured.map_err(|error| {
+        let user = common.nats_user.as_deref().unwrap_or("(none)");
+        // NATS answers a request its permissions refuse with nothing at all.
+        let hint = if error.is_transient() {
+            "; JetStream did not answer: it is unreachable or busy, or NATS refused \
+             this user the request, which also goes unanswered (only \
+             deploy/base/nats/auth.conf's `setup` user may create streams and consumers)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(error).context(format!(
+            "setting up the streams and consumers of bus prefix {:?} as NATS user {user}{hint}",
             topology.prefix()
-        )
+        ))
     })?;
     for ensured in &ensured.changes {
         println!("{}: {}", ensured.what, ensured.change);
