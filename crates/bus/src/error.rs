@@ -53,7 +53,7 @@ pub enum BusError {
     /// `certflow-nats-setup` Job) has not run since NATS lost it or since
     /// the bus prefix was chosen. Services do not create streams.
     #[error(
-        "{what} does not exist: the setup step creates it (run {}, again after NATS lost its storage)",
+        "{what} does not exist: the setup step creates it; run {}, also after NATS lost its storage",
         crate::open::SETUP_COMMAND
     )]
     Missing { what: String },

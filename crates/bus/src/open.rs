@@ -17,7 +17,7 @@ use crate::{BusError, Streams, Topology};
 
 /// The command that creates the streams and consumers, as error messages
 /// and warnings name it.
-pub const SETUP_COMMAND: &str = "certflow-watcher setup-bus (deploy/'s certflow-nats-setup Job)";
+pub const SETUP_COMMAND: &str = "`certflow-watcher setup-bus` (deploy/'s Job certflow-nats-setup)";
 
 /// The first wait before looking again after [`open`] failed; doubles up to
 /// [`MAX_WAIT`], with up to as much again at random.
