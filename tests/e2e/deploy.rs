@@ -353,17 +353,30 @@ async fn each_service_logs_in_to_nats_as_its_own_user_with_its_own_password() {
     let auth = &nats_config_files(objects)["auth.conf"];
     let nats = find(objects, "StatefulSet", "certflow-nats");
     let nats_env = &nats["spec"]["template"]["spec"]["containers"][0]["env"];
-    // The admin password is in the cluster only as a bcrypt hash.
-    let admin_key = nats_env
+    // NATS reads only bcrypt hashes; the admin password is in the cluster
+    // only as its hash.
+    let server_keys: Vec<(String, String)> = nats_env
         .as_array()
         .into_iter()
         .flatten()
-        .find(|e| e["name"] == "CERTFLOW_ADMIN_PASSWORD")
-        .map(|e| e["valueFrom"]["secretKeyRef"]["key"].clone());
-    assert_eq!(
-        admin_key,
-        Some(Value::from("admin-bcrypt")),
-        "NATS must read the admin password's hash, not the password"
+        .filter_map(|e| {
+            let key = e["valueFrom"]["secretKeyRef"]["key"].as_str()?;
+            Some((e["name"].as_str()?.to_owned(), key.to_owned()))
+        })
+        .collect();
+    assert_eq!(server_keys.len(), 5, "{server_keys:?}");
+    for (name, key) in &server_keys {
+        assert!(
+            key.ends_with("-bcrypt"),
+            "NATS must read a password's hash, not the password: {name} reads key {key}"
+        );
+    }
+    assert!(
+        server_keys.contains(&(
+            "CERTFLOW_ADMIN_PASSWORD".to_owned(),
+            "admin-bcrypt".to_owned()
+        )),
+        "{server_keys:?}"
     );
     for (kind, service) in [
         ("Deployment", "certflow-watcher"),
@@ -385,15 +398,15 @@ async fn each_service_logs_in_to_nats_as_its_own_user_with_its_own_password() {
             .expect("a literal user")
             .to_owned();
         let key = var("CERTFLOW_NATS_PASSWORD")["valueFrom"]["secretKeyRef"].clone();
-        // The NATS server reads the same Secret key into the variable that
-        // auth.conf uses as this user's password.
-        let server_var = nats_env
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|e| e["valueFrom"]["secretKeyRef"] == key)
-            .and_then(|e| e["name"].as_str())
-            .unwrap_or_else(|| panic!("NATS does not read {service}'s password {key}"));
+        assert_eq!(key["name"], "certflow-nats-users", "{service}");
+        // The NATS server reads the hash of the same password (its key with
+        // `-bcrypt`) into the variable that auth.conf uses as this user's.
+        let hash_key = format!("{}-bcrypt", key["key"].as_str().expect("a key"));
+        let server_var = server_keys
+            .iter()
+            .find(|(_, key)| *key == hash_key)
+            .map(|(name, _)| name)
+            .unwrap_or_else(|| panic!("NATS does not read {service}'s password hash {hash_key}"));
         let block = auth
             .split("user: ")
             .find(|block| block.starts_with(&user))
@@ -978,20 +991,19 @@ impl Nats {
                 .into_iter()
                 .map(|user| (user, unique_name(user)))
                 .collect();
-        // As in the cluster, the server gets only the admin password's
-        // bcrypt hash (the Secret's `admin-bcrypt`), in double quotes, as
-        // docs/deploy.md writes it: nats-server reads a variable's value as
-        // configuration, where an unquoted `$` starts another variable.
+        // As in the cluster, the server gets only bcrypt hashes (the
+        // Secret's `<user>-bcrypt` keys), in double quotes, as
+        // docs/deploy.md writes them: nats-server reads a variable's value
+        // as configuration, where an unquoted `$` starts another variable.
         // Clients log in with the password itself.
         let envs = passwords
             .iter()
             .map(|(user, password)| {
-                let value = if *user == "admin" {
-                    format!("\"{}\"", bcrypt::hash(password, 4).expect("bcrypt"))
-                } else {
-                    password.clone()
-                };
-                (format!("CERTFLOW_{}_PASSWORD", user.to_uppercase()), value)
+                let hash = bcrypt::hash(password, 4).expect("bcrypt");
+                (
+                    format!("CERTFLOW_{}_PASSWORD", user.to_uppercase()),
+                    format!("\"{hash}\""),
+                )
             })
             .collect();
         let process = ManagedProcess::start_with_env(
