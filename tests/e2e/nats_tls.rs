@@ -1,7 +1,8 @@
 //! A certflow service against a nats-server that requires mutual TLS
 //! (`tls { cert_file, key_file, ca_file, verify: true }`): with
-//! `--nats-tls-ca`, `--nats-tls-cert` and `--nats-tls-key` the watcher
-//! connects over TLS and becomes ready; without the CA it refuses the
+//! `--nats-tls-ca`, `--nats-tls-cert` and `--nats-tls-key` the setup step
+//! (`certflow-watcher setup-bus`) creates the streams over TLS and the
+//! watcher connects over TLS and becomes ready; without the CA it refuses the
 //! server's certificate; without a client certificate the server refuses it;
 //! and with the flags against a plain-text server it refuses to send its
 //! traffic in the clear.
@@ -20,8 +21,8 @@ use certflow_pki::{Authority, ExtendedKeyUsage, KeySpec, LeafRequest, PrivateKey
 use certflow_testenv::process::{ManagedProcess, free_ports};
 use certflow_testenv::{TestEnv, unique_name};
 
-/// Start-up of a watcher (NATS, streams, the first watch) on a busy
-/// 2-core machine, or its exit after `--nats-connect-timeout`.
+/// Start-up of a watcher (NATS, streams, the first watch) or the setup step
+/// on a busy 2-core machine, or its exit after `--nats-connect-timeout`.
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A CA, the server's certificate for 127.0.0.1, and a client certificate,
@@ -142,6 +143,8 @@ struct Fixture {
     nats: TlsNats,
     certificates: Certificates,
     namespace: String,
+    /// The test's own streams on the server.
+    bus_prefix: String,
     dir: PathBuf,
 }
 
@@ -158,8 +161,37 @@ impl Fixture {
             nats,
             certificates,
             namespace,
+            bus_prefix: unique_name("t").replace('-', "_"),
             dir,
         }
+    }
+
+    /// Runs the setup step, `certflow-watcher setup-bus`, on `url` with
+    /// `extra` flags, as an operator does before the services start: they
+    /// only look their streams up. Panics with its output unless it exits 0.
+    async fn setup_bus(&self, url: &str, extra: &[String]) {
+        let mut args = vec![
+            format!("--nats-url={url}"),
+            format!("--bus-prefix={}", self.bus_prefix),
+        ];
+        args.extend_from_slice(extra);
+        args.push("setup-bus".to_owned());
+        let run = tokio::process::Command::new(binary("certflow-watcher"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(WAIT, run)
+            .await
+            .expect("certflow-watcher setup-bus finishes")
+            .expect("run certflow-watcher setup-bus");
+        assert!(
+            output.status.success(),
+            "certflow-watcher {args:?} failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// `--nats-tls-ca`, `--nats-tls-cert` and `--nats-tls-key`, leaving out
@@ -181,7 +213,7 @@ impl Fixture {
         let [metrics_port, health_port] = free_ports().expect("ports");
         let mut args = vec![
             format!("--nats-url={url}"),
-            format!("--bus-prefix={}", unique_name("t").replace('-', "_")),
+            format!("--bus-prefix={}", self.bus_prefix),
             format!("--watch-namespace={}", self.namespace),
             format!("--metrics-addr=127.0.0.1:{metrics_port}"),
             format!("--health-addr=127.0.0.1:{health_port}"),
@@ -237,6 +269,9 @@ async fn final_error(service: &mut Service) -> (String, String) {
 #[tokio::test]
 async fn with_the_three_flags_a_service_connects_over_mutual_tls_and_becomes_ready() {
     let fixture = Fixture::start("nats-tls-ok").await;
+    fixture
+        .setup_bus(&fixture.tls_url(), &fixture.tls_flags(&[]))
+        .await;
     let watcher = fixture.watcher(&fixture.tls_url(), &fixture.tls_flags(&[]));
 
     let what = format!(

@@ -39,13 +39,16 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// alongside the service). Once connected the client reconnects on its own,
 /// and every disconnect and reconnect flips the `nats` dependency of
 /// `health`. Returns early with [`RuntimeError::ShutdownWhileConnecting`] if
-/// `shutdown` fires.
+/// `shutdown` fires. Installs rustls' crypto provider first, so a caller
+/// without a [`crate::Service`] (`certflow-watcher setup-bus`) connects over
+/// TLS too.
 pub async fn connect_nats(
     args: &CommonArgs,
     connection_name: &str,
     health: &HealthHandle,
     shutdown: &Shutdown,
 ) -> Result<Client, RuntimeError> {
+    crate::tls::install_crypto_provider();
     let deadline = Instant::now() + args.nats_connect_timeout;
     let mut delay = FIRST_RETRY_DELAY;
     let mut attempts = 0;
