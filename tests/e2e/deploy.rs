@@ -1176,7 +1176,28 @@ async fn refused(nats: &Nats, user: &str, ask: Ask, subject: &str) {
 /// its NATS user, with that user's password, against `nats` (one server, so
 /// with the default replicas, not the Job's 3). Returns what it printed;
 /// fails the test unless it exits 0.
-fn run_setup_job(nats: &Nats, objects: &[Value]) -> String {
+/// The name of the Secret volume `pod_spec`'s first container mounts at
+/// `mount` (with or without its trailing slash).
+fn secret_mounted_at(pod_spec: &Value, mount: &str) -> Option<String> {
+    let path = mount.strip_suffix('/').unwrap_or(mount);
+    let mounted = pod_spec["containers"][0]["volumeMounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some(path))?["name"]
+        .as_str()?
+        .to_owned();
+    pod_spec["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == mounted.as_str())?["secret"]["secretName"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Runs the rendered setup Job's command as its NATS user against `nats`,
+/// with `extra_env` (e.g. the TLS variables, pointed at the test's files);
+/// returns what it printed.
+fn run_setup_job(nats: &Nats, objects: &[Value], extra_env: &[(String, String)]) -> String {
     let job = find(objects, "Job", "certflow-nats-setup");
     let container = &job["spec"]["template"]["spec"]["containers"][0];
     let command = strings(&container["command"]);
@@ -1208,7 +1229,8 @@ fn run_setup_job(nats: &Nats, objects: &[Value]) -> String {
             .env("CERTFLOW_NATS_USER", &user)
             .env("CERTFLOW_NATS_PASSWORD", &nats.passwords[user.as_str()])
             .env("CERTFLOW_NATS_CONNECT_TIMEOUT", "20s")
-            .env("RUST_LOG", "info"),
+            .env("RUST_LOG", "info")
+            .envs(extra_env.iter().map(|(name, value)| (name, value))),
         "",
     )
 }
@@ -1344,7 +1366,7 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
         waiting.tail(20)
     );
     // The setup step, as the Job runs it, with the setup user.
-    let printed = run_setup_job(&nats, objects);
+    let printed = run_setup_job(&nats, objects, &[]);
     for created in [
         "stream CERTFLOW_WORK: created",
         "stream CERTFLOW_OUTCOMES: created",
@@ -1355,7 +1377,7 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
         assert!(printed.contains(created), "setup-bus printed {printed}");
     }
     // Again: nothing to do, and it says so.
-    let again = run_setup_job(&nats, objects);
+    let again = run_setup_job(&nats, objects, &[]);
     assert!(
         again.contains("stream CERTFLOW_WORK: unchanged") && !again.contains("created"),
         "setup-bus run again printed {again}"
@@ -1756,22 +1778,10 @@ async fn with_the_tls_component_a_service_reaches_nats_over_tls_trusting_only_th
     let url = rendered_env("CERTFLOW_NATS_URL");
     assert!(url.starts_with("tls://"), "{url}");
     let mount = "/etc/certflow/nats-tls/";
-    let mounted = container["volumeMounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["mountPath"].as_str() == mount.strip_suffix('/'))
-        .and_then(|m| m["name"].as_str())
-        .unwrap_or_else(|| panic!("nothing is mounted at {mount}"));
-    let volume = pod["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|v| v["name"] == mounted)
-        .unwrap_or_else(|| panic!("no volume {mounted}"));
     assert_eq!(
-        volume["secret"]["secretName"], "certflow-nats-client-tls",
-        "{mount} holds the client Secret"
+        secret_mounted_at(pod, mount).as_deref(),
+        Some("certflow-nats-client-tls"),
+        "the watcher's {mount} holds the client Secret"
     );
     // The rendered variables, with the mount replaced by this test's files.
     let tls_env = |names: &[&str]| -> Vec<(String, String)> {
@@ -1827,6 +1837,35 @@ async fn with_the_tls_component_a_service_reaches_nats_over_tls_trusting_only_th
          but its final error is {error:?}:\n{log}"
     );
 
+    // The setup Job gets the same URL, variables and mount, and creates the
+    // streams over TLS.
+    let tls_variables = [
+        "CERTFLOW_NATS_TLS_CA",
+        "CERTFLOW_NATS_TLS_CERT",
+        "CERTFLOW_NATS_TLS_KEY",
+    ];
+    let job = &find(&objects, "Job", "certflow-nats-setup")["spec"]["template"]["spec"];
+    for name in std::iter::once("CERTFLOW_NATS_URL").chain(tls_variables) {
+        let value = job["containers"][0]["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str());
+        assert_eq!(
+            value,
+            Some(rendered_env(name).as_str()),
+            "the setup Job's {name}"
+        );
+    }
+    assert_eq!(
+        secret_mounted_at(job, mount).as_deref(),
+        Some("certflow-nats-client-tls"),
+        "the setup Job's {mount} holds the client Secret"
+    );
+    let printed = run_setup_job(&nats, &objects, &tls_env(&tls_variables));
+    assert!(printed.contains("set up"), "{printed}");
+
     let watcher = start_service(
         &nats,
         &log_dir,
@@ -1834,11 +1873,7 @@ async fn with_the_tls_component_a_service_reaches_nats_over_tls_trusting_only_th
         "watcher",
         &kubeconfig,
         &[format!("--watch-namespace={app}")],
-        &tls_env(&[
-            "CERTFLOW_NATS_TLS_CA",
-            "CERTFLOW_NATS_TLS_CERT",
-            "CERTFLOW_NATS_TLS_KEY",
-        ]),
+        &tls_env(&tls_variables),
     );
     let what = format!("the watcher to connect over TLS\n{}", watcher.tail(30));
     let connection = eventually(&what, WAIT, || async {
