@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages certflow's build and tests need, when missing:
 # a C toolchain and cmake (aws-lc-rs), openssl (tests verify certificates with
-# `openssl verify`) and setpriv from util-linux (test processes die with their
-# owner). Go and Rust are expected on PATH and are checked, not installed.
+# `openssl verify`), setpriv from util-linux (test processes die with their
+# owner) and ip from iproute2 (crates/testenv's Node creates its interface).
+# The node's own packages (libseccomp-dev for runc, busybox-static for its
+# image) are installed by scripts/install-node-tools.sh and
+# scripts/build-node-images.sh. Go and Rust are expected on PATH and are checked, not installed.
 set -euo pipefail
 
 missing=()
-for pair in gcc:gcc make:make cmake:cmake openssl:openssl setpriv:util-linux pgrep:procps; do
+for pair in gcc:gcc make:make cmake:cmake openssl:openssl setpriv:util-linux pgrep:procps ip:iproute2; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Builds the local node's container images without a Docker engine, as OCI
+# image layout tars that `ctr -n k8s.io images import` takes (each names its
+# image in the io.containerd.image.name annotation):
+#   pause    the sandbox image: `gcc -static` of build/pause/linux/pause.c from
+#            the k8s.io/kubernetes module of KUBERNETES_VERSION;
+#   busybox  Debian's busybox-static with its applets linked under /bin.
+# No registry is ever asked: the node cannot pull.
+#
+# The tars are cached under
+# ${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools/node-images-<KUBERNETES_VERSION>/
+# beside images.txt, whose lines are "<file> <image name>" (what
+# crates/testenv's Node imports and names in Pods). Nothing is written inside
+# the repository. gcc, libc6-dev and busybox-static are installed with apt when
+# missing (as root).
+#
+# Usage: scripts/build-node-images.sh          build what is missing
+#        scripts/build-node-images.sh --print  print the image directory and exit
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tool-versions.env
+source "$here/tool-versions.env"
+
+cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools"
+out="$cache_root/node-images-${KUBERNETES_VERSION}"
+
+if [[ "${1:-}" == "--print" ]]; then
+  echo "$out"
+  exit 0
+fi
+
+log() { printf '[build-node-images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  [[ $(id -u) -eq 0 ]] || die "not root: run 'sudo apt-get update && sudo apt-get install -y ${missing[*]}'"
+  log "installing ${missing[*]} with apt"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]}"
+}
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# oci_layout NAME ROOTFS CONFIG_JSON TAR: packs ROOTFS as one uncompressed
+# layer (owned by root, mtimes 0, so the same input gives the same digest)
+# into an OCI image layout tar named NAME. CONFIG_JSON is the image config's
+# "config" object (Entrypoint, Cmd, Env, User).
+oci_layout() {
+  local name="$1" rootfs="$2" config="$3" tar="$4"
+  local dir
+  dir=$(mktemp -d)
+  mkdir -p "$dir/blobs/sha256"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$dir/layer.tar" .
+  local layer layer_size
+  layer=$(sha "$dir/layer.tar")
+  layer_size=$(stat -c %s "$dir/layer.tar")
+  mv "$dir/layer.tar" "$dir/blobs/sha256/$layer"
+  printf '{"architecture":"amd64","os":"linux","config":%s,"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"scripts/build-node-images.sh"}]}' \
+    "$config" "$layer" >"$dir/config.json"
+  local cfg cfg_size
+  cfg=$(sha "$dir/config.json")
+  cfg_size=$(stat -c %s "$dir/config.json")
+  mv "$dir/config.json" "$dir/blobs/sha256/$cfg"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+    "$cfg" "$cfg_size" "$layer" "$layer_size" >"$dir/manifest.json"
+  local manifest manifest_size
+  manifest=$(sha "$dir/manifest.json")
+  manifest_size=$(stat -c %s "$dir/manifest.json")
+  mv "$dir/manifest.json" "$dir/blobs/sha256/$manifest"
+  printf '{"imageLayoutVersion":"1.0.0"}' >"$dir/oci-layout"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
+    "$manifest" "$manifest_size" "$name" "${name##*:}" >"$dir/index.json"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$dir" -cf "$tar.tmp" oci-layout index.json blobs
+  mv "$tar.tmp" "$tar"
+  rm -rf "$dir"
+}
+
+build_pause() {
+  local name="certflow.local/pause:${KUBERNETES_VERSION}"
+  [[ -f "$out/pause.tar" ]] && { echo "pause.tar $name"; return 0; }
+  apt_install gcc libc6-dev
+  command -v go >/dev/null || die "go is not on PATH (it finds k8s.io/kubernetes's pause.c in the module cache)"
+  local src
+  src="$(GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/build/pause/linux/pause.c"
+  [[ -f "$src" ]] || die "no pause.c at $src"
+  log "building the pause image $name from $src"
+  local rootfs
+  rootfs=$(mktemp -d)
+  gcc -Os -Wall -Werror -static -DVERSION="certflow-${KUBERNETES_VERSION}" -o "$rootfs/pause" "$src" || die "gcc -static $src"
+  strip "$rootfs/pause"
+  chmod 0755 "$rootfs" "$rootfs/pause"
+  oci_layout "$name" "$rootfs" '{"Entrypoint":["/pause"],"User":"65535:65535"}' "$out/pause.tar"
+  rm -rf "$rootfs"
+  echo "pause.tar $name"
+}
+
+build_busybox() {
+  apt_install busybox-static
+  local version name
+  version=$(dpkg-query -W -f='${Version}' busybox-static | sed 's/^[0-9]*://; s/-.*//')
+  name="certflow.local/busybox:${version}"
+  [[ -f "$out/busybox-${version}.tar" ]] && { echo "busybox-${version}.tar $name"; return 0; }
+  log "building the busybox image $name"
+  local rootfs applet busybox
+  busybox=$(dpkg -L busybox-static | grep -m1 '/bin/busybox$') || die "busybox-static installs no bin/busybox"
+  rootfs=$(mktemp -d)
+  mkdir -p "$rootfs/bin" "$rootfs/tmp"
+  chmod 0755 "$rootfs" "$rootfs/bin"
+  chmod 1777 "$rootfs/tmp"
+  install -m 0755 "$busybox" "$rootfs/bin/busybox"
+  for applet in $("$busybox" --list); do
+    [[ "$applet" == busybox ]] || ln -s busybox "$rootfs/bin/$applet"
+  done
+  oci_layout "$name" "$rootfs" '{"Env":["PATH=/bin"],"Cmd":["sh"]}' "$out/busybox-${version}.tar"
+  rm -rf "$rootfs"
+  echo "busybox-${version}.tar $name"
+}
+
+mkdir -p "$out"
+start=$SECONDS
+{
+  build_pause
+  build_busybox
+} >"$out/images.txt.tmp"
+mv "$out/images.txt.tmp" "$out/images.txt"
+log "images ready in $out ($((SECONDS - start))s)"
+echo "$out"
