@@ -9,6 +9,16 @@ pub enum Error {
     )]
     ToolMissing { tool: &'static str, path: PathBuf },
 
+    #[error(
+        "{what} not found at {path}: build it with `{command}`; the first build takes a while, \
+         later runs reuse the cache"
+    )]
+    NodeToolMissing {
+        what: String,
+        path: PathBuf,
+        command: &'static str,
+    },
+
     #[error("reading the pinned tool versions in {path}: {source}")]
     Versions {
         path: PathBuf,

@@ -25,6 +25,7 @@ pub mod error;
 pub mod kubeconfig;
 pub mod nats;
 pub mod nats_cluster;
+pub mod node;
 pub mod pki;
 pub mod process;
 pub mod tools;
@@ -43,8 +44,9 @@ pub use apiserver_only::ApiServerOnly;
 pub use error::{Error, Result};
 pub use nats::NatsServer;
 pub use nats_cluster::NatsCluster;
+pub use node::Node;
 use process::{ManagedProcess, free_ports};
-pub use tools::{KubeRelease, Tools};
+pub use tools::{KubeRelease, NodeImage, NodeTools, Tools};
 
 /// How long each component may take to become ready on a busy 2-core machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -275,6 +277,11 @@ impl TestEnv {
         &self.tools
     }
 
+    /// The environment's credentials, e.g. to sign a client certificate.
+    pub fn pki(&self) -> &pki::Pki {
+        &self.pki
+    }
+
     /// The CA that signed kube-apiserver's serving certificate (PEM).
     pub fn serving_ca_pem(&self) -> &str {
         &self.pki.serving_ca_pem
@@ -492,7 +499,18 @@ fn apiserver_args(dir: &Path, pki: &pki::Pki, etcd_client: u16, port: u16) -> Ve
             path(&pki.service_account_key)
         ),
         "--service-cluster-ip-range=10.96.0.0/16".into(),
-        "--authorization-mode=RBAC".into(),
+        // Node lets a kubelet (`system:node:<name>`, see `node.rs`) read and
+        // write what its own Pods need and nothing else.
+        "--authorization-mode=Node,RBAC".into(),
+        // For `kubectl logs` and `exec` of Pods on a `Node`.
+        format!(
+            "--kubelet-client-certificate={}",
+            path(&pki.kubelet_client_cert)
+        ),
+        format!("--kubelet-client-key={}", path(&pki.kubelet_client_key)),
+        // A kubelet's Hostname address is its node name, which no DNS knows;
+        // its InternalIP is the node's own private address.
+        "--kubelet-preferred-address-types=InternalIP".into(),
         // Without kubelets, Pods never need their service-account token
         // volume; the plugin would only reject Pods created before the
         // namespace's default ServiceAccount exists.

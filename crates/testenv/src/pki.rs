@@ -1,12 +1,15 @@
 //! The test cluster's own credentials: a serving CA and certificate for
-//! kube-apiserver, a client CA and an admin client certificate, and the
-//! service-account token signing key. All generated fresh per environment.
+//! kube-apiserver, a client CA and an admin client certificate, the client
+//! certificate kube-apiserver presents to kubelets, and the service-account
+//! token signing key. All generated fresh per environment; further client
+//! certificates (a kubelet's `system:node:<name>`) come from
+//! [`Pki::client_certificate`].
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use crate::error::{Result, io};
@@ -25,6 +28,10 @@ pub struct Pki {
     pub serving_ca_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// What kube-apiserver presents to a kubelet (`kubectl logs`):
+    /// `kube-apiserver-kubelet-client` in `system:masters`.
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
 }
 
 fn ca(common_name: &str) -> Result<CertifiedIssuer<'static, KeyPair>> {
@@ -74,6 +81,12 @@ impl Pki {
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin_cert = admin.signed_by(&admin_key, &client_ca)?;
 
+        let (kubelet_client_cert, kubelet_client_key) = client_certificate(
+            &client_ca,
+            "kube-apiserver-kubelet-client",
+            "system:masters",
+        )?;
+
         let service_account = KeyPair::generate()?;
 
         Ok(Self {
@@ -87,6 +100,42 @@ impl Pki {
             serving_ca_pem: serving_ca.pem(),
             admin_cert_pem: admin_cert.pem(),
             admin_key_pem: admin_key.serialize_pem(),
+            kubelet_client_cert: write(dir, "kubelet-client.crt", &kubelet_client_cert)?,
+            kubelet_client_key: write(dir, "kubelet-client.key", &kubelet_client_key)?,
         })
     }
+
+    /// A new client certificate for `common_name` in `organization` (the
+    /// user and group the API server sees), signed by the client CA:
+    /// `(certificate PEM, key PEM)`.
+    pub fn client_certificate(
+        &self,
+        common_name: &str,
+        organization: &str,
+    ) -> Result<(String, String)> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))
+        };
+        let key = KeyPair::from_pem(&read(&self.client_ca_key)?)?;
+        let issuer = Issuer::from_ca_cert_pem(&read(&self.client_ca)?, key)?;
+        client_certificate(&issuer, common_name, organization)
+    }
+}
+
+fn client_certificate(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    organization: &str,
+) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, organization);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }

@@ -52,6 +52,121 @@ impl Tools {
     }
 }
 
+/// The binaries of the local node, built by `scripts/install-node-tools.sh`,
+/// and the images `scripts/build-node-images.sh` builds for it.
+#[derive(Debug, Clone)]
+pub struct NodeTools {
+    /// containerd, its runc shim, ctr, runc, kubelet, kube-scheduler and the
+    /// CNI plugins, all in one directory (containerd finds the shim and the
+    /// CNI plugins there).
+    pub bin_dir: PathBuf,
+    pub containerd: PathBuf,
+    pub ctr: PathBuf,
+    pub runc: PathBuf,
+    pub kubelet: PathBuf,
+    /// OCI image layout tars and the image names they carry.
+    pub pause_image: NodeImage,
+    pub busybox_image: NodeImage,
+}
+
+/// One image tar from `scripts/build-node-images.sh`.
+#[derive(Debug, Clone)]
+pub struct NodeImage {
+    pub tar: PathBuf,
+    /// The name in its `io.containerd.image.name` annotation, what Pods name.
+    pub name: String,
+}
+
+const NODE_TOOLS_COMMAND: &str = "scripts/install-node-tools.sh";
+const NODE_IMAGES_COMMAND: &str = "scripts/build-node-images.sh";
+
+impl NodeTools {
+    /// Finds the node's binaries and images in the installers' cache
+    /// directories. A missing one is an error naming the command that
+    /// builds it.
+    pub fn locate() -> Result<Self> {
+        let versions = pinned_versions()?;
+        let get = |key: &str| versions.get(key).map(String::as_str).unwrap_or("unknown");
+        let bin_dir = cache_root()
+            .join(format!(
+                "node-k8s-{}_containerd-{}_runc-{}_cni-{}",
+                get("KUBERNETES_VERSION"),
+                get("CONTAINERD_VERSION"),
+                get("RUNC_VERSION"),
+                get("CNI_PLUGINS_VERSION"),
+            ))
+            .join("bin");
+        let find = |tool: &str| -> Result<PathBuf> {
+            let path = bin_dir.join(tool);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(Error::NodeToolMissing {
+                    what: tool.to_owned(),
+                    path,
+                    command: NODE_TOOLS_COMMAND,
+                })
+            }
+        };
+        for tool in [
+            "containerd-shim-runc-v2",
+            "bridge",
+            "host-local",
+            "loopback",
+            "portmap",
+        ] {
+            find(tool)?;
+        }
+        let images_dir = cache_root().join(format!("node-images-{}", get("KUBERNETES_VERSION")));
+        let list = images_dir.join("images.txt");
+        let text = std::fs::read_to_string(&list).map_err(|_| Error::NodeToolMissing {
+            what: "the node's image list".to_owned(),
+            path: list.clone(),
+            command: NODE_IMAGES_COMMAND,
+        })?;
+        let images = parse_image_list(&text);
+        let image = |prefix: &str| -> Result<NodeImage> {
+            let (file, name) = images
+                .iter()
+                .find(|(file, _)| file.starts_with(prefix))
+                .ok_or_else(|| Error::NodeToolMissing {
+                    what: format!("the {prefix} image"),
+                    path: list.clone(),
+                    command: NODE_IMAGES_COMMAND,
+                })?;
+            let tar = images_dir.join(file);
+            if !tar.is_file() {
+                return Err(Error::NodeToolMissing {
+                    what: format!("the {prefix} image"),
+                    path: tar,
+                    command: NODE_IMAGES_COMMAND,
+                });
+            }
+            Ok(NodeImage {
+                tar,
+                name: name.clone(),
+            })
+        };
+        Ok(Self {
+            containerd: find("containerd")?,
+            ctr: find("ctr")?,
+            runc: find("runc")?,
+            kubelet: find("kubelet")?,
+            pause_image: image("pause")?,
+            busybox_image: image("busybox")?,
+            bin_dir,
+        })
+    }
+}
+
+/// `images.txt`: one `<file> <image name>` a line.
+fn parse_image_list(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| line.trim().split_once(' '))
+        .map(|(file, name)| (file.to_owned(), name.trim().to_owned()))
+        .collect()
+}
+
 /// The kube-apiserver and kubectl of one Kubernetes release, with the
 /// version `scripts/tool-versions.env` pins for it.
 #[derive(Debug, Clone)]
@@ -177,12 +292,35 @@ mod tests {
             "KUBE_NEWEST_VERSION",
             "ETCD_VERSION",
             "NATS_SERVER_VERSION",
+            "CONTAINERD_VERSION",
+            "RUNC_VERSION",
+            "CNI_PLUGINS_VERSION",
         ] {
             let value = versions
                 .get(key)
                 .unwrap_or_else(|| panic!("{key} is pinned"));
             assert!(value.starts_with('v'), "{key}={value} looks like a version");
         }
+    }
+
+    #[test]
+    fn the_image_list_pairs_each_tar_with_its_image_name() {
+        let images = parse_image_list(
+            "pause.tar certflow.local/pause:v1.36.3\nbusybox-1.35.0.tar certflow.local/busybox:1.35.0\n",
+        );
+        assert_eq!(
+            images,
+            [
+                (
+                    "pause.tar".to_owned(),
+                    "certflow.local/pause:v1.36.3".to_owned()
+                ),
+                (
+                    "busybox-1.35.0.tar".to_owned(),
+                    "certflow.local/busybox:1.35.0".to_owned()
+                ),
+            ]
+        );
     }
 
     #[test]
