@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prerequisites tools build test chaos crds env demo demo-down bench lint fmt
+.PHONY: help prerequisites tools node-tools build test chaos crds env demo demo-down bench lint fmt
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -13,6 +13,10 @@ prerequisites: ## install the Debian packages the build needs, when missing
 
 tools: prerequisites ## build etcd, kube-apiserver, kube-controller-manager, kubectl, nats-server, helm, and the oldest and newest tested kube-apiserver and kubectl (cached per version)
 	@scripts/install-tools.sh >/dev/null
+
+node-tools: prerequisites ## build the local node's containerd, runc, CNI plugins, kubelet and kube-scheduler, and its pause and busybox images (cached per version)
+	@scripts/install-node-tools.sh >/dev/null
+	@scripts/build-node-images.sh >/dev/null
 
 build: tools ## build every crate, tests included
 	$(CARGO) build --workspace --all-targets

@@ -93,10 +93,12 @@ build_cni() {
 # shellcheck source=build-k8s.sh
 source "$here/build-k8s.sh"
 
+# timed STEP...: runs a build step and logs how long it took, when it built
+# something (a cached step takes no time).
 timed() {
   local t=$SECONDS
   "$@"
-  log "$1: $((SECONDS - t))s"
+  ((SECONDS == t)) || log "$1: $((SECONDS - t))s"
 }
 
 start=$SECONDS
