@@ -20,8 +20,10 @@
 //! mounts under the node's directory (Secret tmpfs, overlay root
 //! filesystems, network namespaces), the `/kubepods` cgroups, and the
 //! interface. [`Footprint::leftovers`] lists anything still there, so a test
-//! can check the sweep. One node at a time per host: the kubelet's cgroup
-//! tree `/kubepods` is the host's.
+//! can check the sweep. A test process killed before its node was dropped
+//! leaves shims, containers and mounts behind; the next `Node::start`
+//! sweeps the nodes of processes that are gone. One node at a time per
+//! host: the kubelet's cgroup tree `/kubepods` is the host's.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -65,8 +67,78 @@ pub struct Node {
     footprint: Footprint,
     kubelet: Option<ManagedProcess>,
     containerd: Option<ManagedProcess>,
-    saved_tunables: Vec<(PathBuf, String)>,
-    created_host_dirs: Vec<PathBuf>,
+    host_changes: HostChanges,
+}
+
+/// What the node changed on the host outside its directory and interface,
+/// to undo on drop, and also written to `<dir>/host-changes` so that the
+/// sweep of a killed test's node can undo it too.
+#[derive(Debug, Default, PartialEq)]
+struct HostChanges {
+    /// Kernel tunables (`/proc/sys/...`) and their values before the kubelet.
+    tunables: Vec<(PathBuf, String)>,
+    /// Host directories that did not exist before the node.
+    created_dirs: Vec<PathBuf>,
+}
+
+impl HostChanges {
+    const FILE: &str = "host-changes";
+
+    /// What the host is like now, before the node changes it.
+    fn record() -> Self {
+        Self {
+            tunables: KERNEL_TUNABLES
+                .iter()
+                .map(|key| Path::new("/proc/sys").join(key))
+                .filter_map(|path| {
+                    let value = std::fs::read_to_string(&path).ok()?;
+                    Some((path, value.trim().to_owned()))
+                })
+                .collect(),
+            created_dirs: FIXED_HOST_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .filter(|path| !path.exists())
+                .collect(),
+        }
+    }
+
+    fn to_text(&self) -> String {
+        let tunables = self
+            .tunables
+            .iter()
+            .map(|(path, value)| format!("tunable\t{}\t{value}\n", path.display()));
+        let dirs = self
+            .created_dirs
+            .iter()
+            .map(|path| format!("created\t{}\n", path.display()));
+        tunables.chain(dirs).collect()
+    }
+
+    fn from_text(text: &str) -> Self {
+        let mut changes = Self::default();
+        for line in text.lines() {
+            match line.split('\t').collect::<Vec<_>>()[..] {
+                ["tunable", path, value] => {
+                    changes.tunables.push((path.into(), value.to_owned()));
+                }
+                ["created", path] => changes.created_dirs.push(path.into()),
+                _ => {}
+            }
+        }
+        changes
+    }
+
+    fn undo(&self) {
+        for (path, value) in &self.tunables {
+            if let Err(err) = std::fs::write(path, value) {
+                tracing::warn!(path = %path.display(), %err, "restoring a kernel tunable");
+            }
+        }
+        for dir in &self.created_dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// Where a node lives on the host, kept after the node is dropped so a test
@@ -93,12 +165,9 @@ impl Node {
         let name = format!("node-{pid}-{n}");
         let dir = env.dir().join(&name);
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        remove_links_of_dead_processes();
-        let created_host_dirs = FIXED_HOST_DIRS
-            .iter()
-            .map(PathBuf::from)
-            .filter(|path| !path.exists())
-            .collect();
+        sweep_nodes_of_dead_processes(&tools.bin_dir);
+        let host_changes = HostChanges::record();
+        write(&dir.join(HostChanges::FILE), &host_changes.to_text())?;
         // From here on a failure drops `node`, which undoes every step taken.
         let mut node = Self {
             name,
@@ -111,18 +180,9 @@ impl Node {
             tools,
             kubelet: None,
             containerd: None,
-            saved_tunables: Vec::new(),
-            created_host_dirs,
+            host_changes,
         };
         node.ip = create_link(&node.footprint.link)?;
-        node.saved_tunables = KERNEL_TUNABLES
-            .iter()
-            .map(|key| Path::new("/proc/sys").join(key))
-            .filter_map(|path| {
-                let value = std::fs::read_to_string(&path).ok()?;
-                Some((path, value.trim().to_owned()))
-            })
-            .collect();
         node.start_containerd().await?;
         for image in [&node.tools.pause_image, &node.tools.busybox_image] {
             node.ctr(&["images", "import", &image.tar.display().to_string()])?;
@@ -450,15 +510,9 @@ impl Drop for Node {
             containerd.terminate(Duration::from_secs(5));
         }
         self.footprint.sweep();
-        for (path, value) in &self.saved_tunables {
-            if let Err(err) = std::fs::write(path, value) {
-                tracing::warn!(path = %path.display(), %err, "restoring a kernel tunable");
-            }
-        }
-        for dir in &self.created_host_dirs {
-            let _ = std::fs::remove_dir_all(dir);
-        }
         remove_pod_log_links(&self.footprint.dir);
+        self.host_changes.undo();
+        let _ = std::fs::remove_file(self.footprint.dir.join(HostChanges::FILE));
     }
 }
 
@@ -623,24 +677,86 @@ fn create_link(link: &str) -> Result<Ipv4Addr> {
     Ok(address)
 }
 
-/// Interfaces `cfn<pid>n<n>` of processes that are gone (a test run killed
-/// before its nodes were dropped).
-fn remove_links_of_dead_processes() {
-    let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name
-            .strip_prefix("cfn")
-            .and_then(|rest| rest.split('n').next())
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = ip(&["link", "delete", &name]);
+/// Sweeps the nodes of test processes that are gone (killed before their
+/// nodes were dropped): their shims, containers, mounts and interfaces,
+/// found by the `node-<pid>-<n>` directory in mount points and command lines
+/// and by the `cfn<pid>n<n>` interface names.
+fn sweep_nodes_of_dead_processes(bin_dir: &Path) {
+    let dead = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists();
+    let mut stale: HashSet<(PathBuf, u32, u32)> = HashSet::new();
+    let mut candidates: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4).map(unescape_mount_path))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let proc = entry.path();
+            if std::fs::read_link(proc.join("exe")).is_ok_and(|exe| exe.starts_with(bin_dir))
+                && let Ok(cmdline) = std::fs::read(proc.join("cmdline"))
+            {
+                candidates.extend(
+                    String::from_utf8_lossy(&cmdline)
+                        .split('\0')
+                        .map(str::to_owned),
+                );
+            }
         }
     }
+    for candidate in candidates {
+        if let Some((dir, pid, n)) = node_dir_in(Path::new(&candidate))
+            && dead(pid)
+        {
+            stale.insert((dir, pid, n));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/sys/class/net") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((pid, _)) = link_owner(&name)
+                && dead(pid)
+            {
+                let _ = ip(&["link", "delete", &name]);
+            }
+        }
+    }
+    for (dir, pid, n) in stale {
+        tracing::warn!(dir = %dir.display(), "sweeping the node of a test process that is gone");
+        Footprint {
+            dir: dir.clone(),
+            bin_dir: bin_dir.to_owned(),
+            link: format!("cfn{pid}n{n}"),
+        }
+        .sweep();
+        remove_pod_log_links(&dir);
+        let file = dir.join(HostChanges::FILE);
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            HostChanges::from_text(&text).undo();
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// The node directory (`…/node-<pid>-<n>`) `path` lies in, with its pid and n.
+fn node_dir_in(path: &Path) -> Option<(PathBuf, u32, u32)> {
+    let mut dir = PathBuf::new();
+    for component in path.components() {
+        dir.push(component);
+        let name = component.as_os_str().to_str()?;
+        if let Some(rest) = name.strip_prefix("node-")
+            && let Some((pid, n)) = rest.split_once('-')
+            && let (Ok(pid), Ok(n)) = (pid.parse(), n.parse())
+        {
+            return Some((dir, pid, n));
+        }
+    }
+    None
+}
+
+/// The pid and n of interface `cfn<pid>n<n>`.
+fn link_owner(name: &str) -> Option<(u32, u32)> {
+    let (pid, n) = name.strip_prefix("cfn")?.split_once('n')?;
+    Some((pid.parse().ok()?, n.parse().ok()?))
 }
 
 /// Mount points at or under `dir`, from `/proc/self/mountinfo`.
@@ -724,6 +840,27 @@ fn remove_pod_log_links(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_directory_is_found_in_paths_below_it() {
+        assert_eq!(
+            node_dir_in(Path::new("/t/env-1-0/node-42-3/kubelet/pods/x")),
+            Some((PathBuf::from("/t/env-1-0/node-42-3"), 42, 3))
+        );
+        assert_eq!(node_dir_in(Path::new("/t/env-1-0/nodes/x")), None);
+        assert_eq!(link_owner("cfn42n3"), Some((42, 3)));
+        assert_eq!(link_owner("cfnx"), None);
+        assert_eq!(link_owner("eth0"), None);
+    }
+
+    #[test]
+    fn host_changes_survive_their_file() {
+        let changes = HostChanges {
+            tunables: vec![("/proc/sys/kernel/panic".into(), "1".into())],
+            created_dirs: vec!["/run/containerd".into()],
+        };
+        assert_eq!(HostChanges::from_text(&changes.to_text()), changes);
+    }
 
     #[test]
     fn mount_paths_with_spaces_are_unescaped() {
