@@ -11,13 +11,18 @@
 //! prefix ([`unique_name`]). Tests that take a NATS server away from a
 //! JetStream cluster start their own [`NatsCluster`] of three. Tests of the
 //! API server alone, possibly of another Kubernetes release
-//! ([`KubeRelease`]), start an [`ApiServerOnly`].
+//! ([`KubeRelease`]), start an [`ApiServerOnly`]. Tests of real Pods start a
+//! [`Node`]: containerd and a kubelet registered with the environment's API
+//! server.
 //!
-//! Children never outlive the test process (see [`process`]); their logs stay
-//! in the environment's directory and the tail is printed when start-up fails.
-//! Binaries come from `scripts/install-tools.sh`; a missing one is an error
-//! naming that command, never a skipped test. This crate never talks to
-//! anything but loopback addresses.
+//! Children never outlive the test process (see [`process`]; a node's
+//! shims and containers are swept by [`node`]); their logs stay in the
+//! environment's directory and the tail is printed when start-up fails.
+//! Binaries come from `scripts/install-tools.sh` (the node's from
+//! `scripts/install-node-tools.sh` and `scripts/build-node-images.sh`); a
+//! missing one is an error naming that command, never a skipped test. This
+//! crate never talks to anything but loopback addresses and a node's own
+//! private address, on the bridge interface the node creates.
 #![forbid(unsafe_code)]
 
 pub mod apiserver_only;
