@@ -21,7 +21,7 @@ node-tools: prerequisites ## build the local node's containerd, runc, CNI plugin
 build: tools ## build every crate, tests included
 	$(CARGO) build --workspace --all-targets
 
-test: build ## run every test, unit and end-to-end, against the real local control plane
+test: build node-tools ## run every test, unit and end-to-end, against the real local control plane (and a local kubelet node)
 	rm -rf target/testenv
 	CERTFLOW_TESTENV_ROOT=$(CURDIR)/target/testenv $(CARGO) test --workspace --no-fail-fast
 	@scripts/scan-key-material.sh target/testenv
