@@ -384,14 +384,9 @@ async fn each_service_logs_in_to_nats_as_its_own_user_with_its_own_password() {
         ("Job", "certflow-nats-setup"),
     ] {
         let deployment = find(objects, kind, service);
-        let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
         let var = |wanted: &str| {
-            env.as_array()
-                .into_iter()
-                .flatten()
-                .find(|e| e["name"] == wanted)
-                .cloned()
-                .unwrap_or_else(|| panic!("{service} sets no {wanted}"))
+            env_var(container, wanted).unwrap_or_else(|| panic!("{service} sets no {wanted}"))
         };
         let user = var("CERTFLOW_NATS_USER")["value"]
             .as_str()
@@ -1176,6 +1171,15 @@ async fn refused(nats: &Nats, user: &str, ask: Ask, subject: &str) {
 /// its NATS user, with that user's password, against `nats` (one server, so
 /// with the default replicas, not the Job's 3). Returns what it printed;
 /// fails the test unless it exits 0.
+/// The entry of `container`'s `env` named `name`.
+fn env_var(container: &Value, name: &str) -> Option<Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+}
+
 /// The name of the Secret volume `pod_spec`'s first container mounts at
 /// `mount` (with or without its trailing slash).
 fn secret_mounted_at(pod_spec: &Value, mount: &str) -> Option<String> {
@@ -1202,13 +1206,7 @@ fn run_setup_job(nats: &Nats, objects: &[Value], extra_env: &[(String, String)])
     let container = &job["spec"]["template"]["spec"]["containers"][0];
     let command = strings(&container["command"]);
     let env = |wanted: &str| {
-        container["env"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|e| e["name"] == wanted)
-            .cloned()
-            .unwrap_or_else(|| panic!("the setup Job sets no {wanted}"))
+        env_var(container, wanted).unwrap_or_else(|| panic!("the setup Job sets no {wanted}"))
     };
     let user = env("CERTFLOW_NATS_USER")["value"]
         .as_str()
@@ -1846,14 +1844,9 @@ async fn with_the_tls_component_a_service_reaches_nats_over_tls_trusting_only_th
     ];
     let job = &find(&objects, "Job", "certflow-nats-setup")["spec"]["template"]["spec"];
     for name in std::iter::once("CERTFLOW_NATS_URL").chain(tls_variables) {
-        let value = job["containers"][0]["env"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|e| e["name"] == name)
-            .and_then(|e| e["value"].as_str());
+        let value = env_var(&job["containers"][0], name);
         assert_eq!(
-            value,
+            value.as_ref().and_then(|e| e["value"].as_str()),
             Some(rendered_env(name).as_str()),
             "the setup Job's {name}"
         );
