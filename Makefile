@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prerequisites tools node-tools build test chaos crds env demo demo-down bench lint fmt
+.PHONY: help prerequisites tools node-tools build images test chaos crds env demo demo-down bench lint fmt
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -21,7 +21,10 @@ node-tools: prerequisites ## build the local node's containerd, runc, CNI plugin
 build: tools ## build every crate, tests included
 	$(CARGO) build --workspace --all-targets
 
-test: build node-tools ## run every test, unit and end-to-end, against the real local control plane (and a local kubelet node)
+images: build ## build certflow's and the example app's container images from target/debug, without Docker (BIN_DIR=target/release for release binaries)
+	@scripts/build-images.sh $(if $(BIN_DIR),--bin-dir $(BIN_DIR)) >/dev/null
+
+test: build node-tools images ## run every test, unit and end-to-end, against the real local control plane (and a local kubelet node)
 	rm -rf target/testenv
 	CERTFLOW_TESTENV_ROOT=$(CURDIR)/target/testenv $(CARGO) test --workspace --no-fail-fast
 	@scripts/scan-key-material.sh target/testenv

@@ -4,7 +4,10 @@
 # image in the io.containerd.image.name annotation):
 #   pause    the sandbox image: `gcc -static` of build/pause/linux/pause.c from
 #            the k8s.io/kubernetes module of KUBERNETES_VERSION;
-#   busybox  Debian's busybox-static with its applets linked under /bin.
+#   busybox  Debian's busybox-static with its applets linked under /bin;
+#   nats     the static nats-server of NATS_SERVER_VERSION that
+#            scripts/install-tools.sh builds, in /usr/local/bin (what
+#            deploy/overlays/local-node runs for deploy/base's `nats` image).
 # No registry is ever asked: the node cannot pull.
 #
 # The tars are cached under
@@ -44,41 +47,8 @@ apt_install() {
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]}"
 }
 
-sha() { sha256sum "$1" | cut -d' ' -f1; }
-
-# oci_layout NAME ROOTFS CONFIG_JSON TAR: packs ROOTFS as one uncompressed
-# layer (owned by root, mtimes 0, so the same input gives the same digest)
-# into an OCI image layout tar named NAME. CONFIG_JSON is the image config's
-# "config" object (Entrypoint, Cmd, Env, User).
-oci_layout() {
-  local name="$1" rootfs="$2" config="$3" tar="$4"
-  local dir
-  dir=$(mktemp -d)
-  mkdir -p "$dir/blobs/sha256"
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$dir/layer.tar" .
-  local layer layer_size
-  layer=$(sha "$dir/layer.tar")
-  layer_size=$(stat -c %s "$dir/layer.tar")
-  mv "$dir/layer.tar" "$dir/blobs/sha256/$layer"
-  printf '{"architecture":"amd64","os":"linux","config":%s,"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"scripts/build-node-images.sh"}]}' \
-    "$config" "$layer" >"$dir/config.json"
-  local cfg cfg_size
-  cfg=$(sha "$dir/config.json")
-  cfg_size=$(stat -c %s "$dir/config.json")
-  mv "$dir/config.json" "$dir/blobs/sha256/$cfg"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-    "$cfg" "$cfg_size" "$layer" "$layer_size" >"$dir/manifest.json"
-  local manifest manifest_size
-  manifest=$(sha "$dir/manifest.json")
-  manifest_size=$(stat -c %s "$dir/manifest.json")
-  mv "$dir/manifest.json" "$dir/blobs/sha256/$manifest"
-  printf '{"imageLayoutVersion":"1.0.0"}' >"$dir/oci-layout"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
-    "$manifest" "$manifest_size" "$name" "${name##*:}" >"$dir/index.json"
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$dir" -cf "$tar.tmp" oci-layout index.json blobs
-  mv "$tar.tmp" "$tar"
-  rm -rf "$dir"
-}
+# shellcheck source=lib/oci-layout.sh
+source "$here/lib/oci-layout.sh"
 
 build_pause() {
   local name="certflow.local/pause:${KUBERNETES_VERSION}"
@@ -121,11 +91,31 @@ build_busybox() {
   echo "busybox-${version}.tar $name"
 }
 
+build_nats() {
+  local version="${NATS_SERVER_VERSION#v}"
+  local name="certflow.local/nats:${version}"
+  [[ -f "$out/nats-${version}.tar" ]] && { echo "nats-${version}.tar $name"; return 0; }
+  local server
+  server="$("$here/install-tools.sh" --print)/nats-server"
+  [[ -x "$server" ]] || die "no $server: run scripts/install-tools.sh first"
+  log "building the NATS image $name"
+  local rootfs
+  rootfs=$(mktemp -d)
+  mkdir -p "$rootfs/usr/local/bin" "$rootfs/tmp"
+  chmod 0755 "$rootfs" "$rootfs/usr" "$rootfs/usr/local" "$rootfs/usr/local/bin"
+  chmod 1777 "$rootfs/tmp"
+  install -m 0755 "$server" "$rootfs/usr/local/bin/nats-server"
+  oci_layout "$name" "$rootfs" '{"Env":["PATH=/usr/local/bin"],"Entrypoint":["nats-server"],"User":"65532:65532"}' "$out/nats-${version}.tar"
+  rm -rf "$rootfs"
+  echo "nats-${version}.tar $name"
+}
+
 mkdir -p "$out"
 start=$SECONDS
 {
   build_pause
   build_busybox
+  build_nats
 } >"$out/images.txt.tmp"
 mv "$out/images.txt.tmp" "$out/images.txt"
 log "images ready in $out ($((SECONDS - start))s)"

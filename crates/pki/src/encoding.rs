@@ -99,7 +99,7 @@ pub(crate) fn fingerprint(der: &[u8]) -> String {
 
 /// A serial number as lowercase hex of its minimal big-endian magnitude,
 /// whole bytes: `openssl x509 -serial` prints the same digits in uppercase.
-pub(crate) fn serial_hex(raw_serial: &[u8]) -> String {
+pub fn serial_hex(raw_serial: &[u8]) -> String {
     let first_significant = raw_serial
         .iter()
         .position(|byte| *byte != 0)

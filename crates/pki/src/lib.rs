@@ -38,6 +38,7 @@ mod request;
 pub use assess::{Foreign, Found, Verdict, assess, renewal_time};
 pub use authority::{Authority, GeneratedCa, Issued};
 pub use constraints::NameConstraints;
+pub use encoding::serial_hex;
 pub use error::PkiError;
 pub use inspect::{Inspection, fingerprint_pem, inspect};
 pub use key::{KeySpec, PrivateKey};

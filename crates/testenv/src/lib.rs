@@ -27,10 +27,12 @@
 
 pub mod apiserver_only;
 pub mod error;
+pub mod forward;
 pub mod kubeconfig;
 pub mod nats;
 pub mod nats_cluster;
 pub mod node;
+pub mod on_node;
 pub mod pki;
 pub mod process;
 pub mod tools;
@@ -50,8 +52,9 @@ pub use error::{Error, Result};
 pub use nats::NatsServer;
 pub use nats_cluster::NatsCluster;
 pub use node::Node;
+pub use on_node::CertflowOnNode;
 use process::{ManagedProcess, free_ports};
-pub use tools::{KubeRelease, NodeImage, NodeTools, Tools};
+pub use tools::{KubeRelease, NodeImage, NodeTools, ProjectImages, Tools};
 
 /// How long each component may take to become ready on a busy 2-core machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -205,6 +208,15 @@ impl TestEnv {
         &self.kubeconfig
     }
 
+    /// The API server's port on 127.0.0.1.
+    pub fn api_port(&self) -> u16 {
+        self.api_url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("the API URL ends in its port")
+    }
+
     pub fn api_url(&self) -> &str {
         &self.api_url
     }
@@ -313,7 +325,26 @@ impl TestEnv {
         namespaces
             .create(&PostParams::default(), &namespace)
             .await?;
+        self.wait_for_default_service_account(&name).await?;
         Ok(name)
+    }
+
+    /// Waits until kube-controller-manager has created `namespace`'s
+    /// `default` ServiceAccount: until then the ServiceAccount admission
+    /// plugin refuses every Pod that names none.
+    pub async fn wait_for_default_service_account(&self, namespace: &str) -> Result<()> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while accounts.get_opt("default").await?.is_none() {
+            if Instant::now() > deadline {
+                return Err(Error::Other(format!(
+                    "no ServiceAccount default in namespace {namespace} after {}s",
+                    READY_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
     }
 
     /// Writes a kubeconfig that authenticates as ServiceAccount
@@ -516,10 +547,6 @@ fn apiserver_args(dir: &Path, pki: &pki::Pki, etcd_client: u16, port: u16) -> Ve
         // A kubelet's Hostname address is its node name, which no DNS knows;
         // its InternalIP is the node's own private address.
         "--kubelet-preferred-address-types=InternalIP".into(),
-        // Without kubelets, Pods never need their service-account token
-        // volume; the plugin would only reject Pods created before the
-        // namespace's default ServiceAccount exists.
-        "--disable-admission-plugins=ServiceAccount".into(),
         "--profiling=false".into(),
         // Benchmarks create thousands of objects quickly.
         "--max-requests-inflight=1600".into(),

@@ -26,7 +26,7 @@
 //! host: the kubelet's cgroup tree `/kubepods` is the host's.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -36,8 +36,9 @@ use k8s_openapi::api::core::v1::Node as NodeObject;
 use kube::api::Api;
 
 use crate::error::{Error, Result, io};
+use crate::forward::Forwarder;
 use crate::process::{ManagedProcess, free_ports};
-use crate::tools::NodeTools;
+use crate::tools::{NodeImage, NodeTools};
 use crate::{TestEnv, kubeconfig};
 
 /// How long the node may take to register and become Ready.
@@ -65,6 +66,8 @@ pub struct Node {
     ip: Ipv4Addr,
     tools: NodeTools,
     footprint: Footprint,
+    api_forwarder: Option<Forwarder>,
+    scheduler: Option<ManagedProcess>,
     kubelet: Option<ManagedProcess>,
     containerd: Option<ManagedProcess>,
     host_changes: HostChanges,
@@ -178,17 +181,26 @@ impl Node {
                 link: format!("cfn{pid}n{n}"),
             },
             tools,
+            api_forwarder: None,
+            scheduler: None,
             kubelet: None,
             containerd: None,
             host_changes,
         };
         node.ip = create_link(&node.footprint.link)?;
         node.start_containerd().await?;
-        for image in [&node.tools.pause_image, &node.tools.busybox_image] {
-            node.ctr(&["images", "import", &image.tar.display().to_string()])?;
-        }
+        node.import_images(&[
+            &node.tools.pause_image,
+            &node.tools.busybox_image,
+            &node.tools.nats_image,
+        ])?;
         node.start_kubelet(env)?;
         node.wait_until_ready(env).await?;
+        node.start_scheduler(env)?;
+        node.api_forwarder = Some(Forwarder::start(
+            SocketAddrV4::new(node.ip, env.api_port()).into(),
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, env.api_port()).into(),
+        )?);
         tracing::info!(node = %node.name, ip = %node.ip, dir = %node.dir().display(), "node ready");
         Ok(node)
     }
@@ -201,6 +213,31 @@ impl Node {
     /// The node's private IPv4 address, on its own interface.
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
+    }
+
+    /// Where Pods on the node's bridge reach the API server: this address
+    /// forwards to its loopback port. The serving certificate names
+    /// `kubernetes.default.svc`, not this IP, so a Pod maps that name here
+    /// (`hostAliases`) and sets `KUBERNETES_SERVICE_HOST` to it.
+    pub fn api_address(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(
+            self.ip,
+            self.api_forwarder.as_ref().map_or(0, |f| f.addr().port()),
+        )
+    }
+
+    /// Imports OCI image layout tars into the node's containerd, where the
+    /// kubelet finds them (`imagePullPolicy: IfNotPresent` or `Never`).
+    pub fn import_images(&self, images: &[&NodeImage]) -> Result<()> {
+        for image in images {
+            self.ctr(&["images", "import", &image.tar.display().to_string()])?;
+        }
+        Ok(())
+    }
+
+    /// The imported nats-server image.
+    pub fn nats_image(&self) -> &NodeImage {
+        &self.tools.nats_image
     }
 
     /// The name of the imported busybox image (never pulled: `IfNotPresent`
@@ -399,6 +436,25 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         Ok(())
     }
 
+    /// kube-scheduler with the environment's admin credentials: Pods of
+    /// Deployments and StatefulSets name no node. No serving port and no
+    /// leader election: one scheduler per node, one node per environment.
+    fn start_scheduler(&mut self, env: &TestEnv) -> Result<()> {
+        let process = ManagedProcess::start(
+            "kube-scheduler",
+            &self.tools.kube_scheduler,
+            vec![
+                format!("--kubeconfig={}", env.kubeconfig().display()),
+                "--leader-elect=false".into(),
+                "--secure-port=0".into(),
+                "--v=1".into(),
+            ],
+            self.dir().join("kube-scheduler.log"),
+        )?;
+        self.scheduler = Some(process);
+        Ok(())
+    }
+
     /// The kubelet's configuration (`kubelet.config.k8s.io/v1beta1`). cgroup
     /// v1 and cgroupfs, because the host has no cgroup v2 controllers and
     /// no systemd; the kubelet's API on the node's address only, for
@@ -500,6 +556,9 @@ syncFrequency: 10s
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if let Some(mut scheduler) = self.scheduler.take() {
+            scheduler.terminate(Duration::from_secs(5));
+        }
         if let Some(mut kubelet) = self.kubelet.take() {
             kubelet.terminate(Duration::from_secs(5));
         }
@@ -509,6 +568,8 @@ impl Drop for Node {
         if let Some(mut containerd) = self.containerd.take() {
             containerd.terminate(Duration::from_secs(5));
         }
+        // After the containers: a Pod's open watch ends with its container.
+        drop(self.api_forwarder.take());
         self.footprint.sweep();
         remove_pod_log_links(&self.footprint.dir);
         self.host_changes.undo();

@@ -64,9 +64,12 @@ pub struct NodeTools {
     pub ctr: PathBuf,
     pub runc: PathBuf,
     pub kubelet: PathBuf,
+    pub kube_scheduler: PathBuf,
     /// OCI image layout tars and the image names they carry.
     pub pause_image: NodeImage,
     pub busybox_image: NodeImage,
+    /// nats-server of `NATS_SERVER_VERSION`, for deploy/overlays/local-node.
+    pub nats_image: NodeImage,
 }
 
 /// One image tar from `scripts/build-node-images.sh`.
@@ -118,43 +121,93 @@ impl NodeTools {
             find(tool)?;
         }
         let images_dir = cache_root().join(format!("node-images-{}", get("KUBERNETES_VERSION")));
-        let list = images_dir.join("images.txt");
-        let text = std::fs::read_to_string(&list).map_err(|_| Error::NodeToolMissing {
-            what: "the node's image list".to_owned(),
-            path: list.clone(),
-            command: NODE_IMAGES_COMMAND,
-        })?;
-        let images = parse_image_list(&text);
-        let image = |prefix: &str| -> Result<NodeImage> {
-            let (file, name) = images
-                .iter()
-                .find(|(file, _)| file.starts_with(prefix))
-                .ok_or_else(|| Error::NodeToolMissing {
-                    what: format!("the {prefix} image"),
-                    path: list.clone(),
-                    command: NODE_IMAGES_COMMAND,
-                })?;
-            let tar = images_dir.join(file);
-            if !tar.is_file() {
-                return Err(Error::NodeToolMissing {
-                    what: format!("the {prefix} image"),
-                    path: tar,
-                    command: NODE_IMAGES_COMMAND,
-                });
-            }
-            Ok(NodeImage {
-                tar,
-                name: name.clone(),
-            })
-        };
+        let images = ImageList::read(&images_dir, NODE_IMAGES_COMMAND)?;
+        let image = |prefix: &str| images.find(prefix);
         Ok(Self {
             containerd: find("containerd")?,
             ctr: find("ctr")?,
             runc: find("runc")?,
             kubelet: find("kubelet")?,
+            kube_scheduler: find("kube-scheduler")?,
             pause_image: image("pause")?,
             busybox_image: image("busybox")?,
+            nats_image: image("nats")?,
             bin_dir,
+        })
+    }
+}
+
+/// certflow's own images, built from this checkout's binaries by
+/// `scripts/build-images.sh` (`make images`) into `target/images/`.
+#[derive(Debug, Clone)]
+pub struct ProjectImages {
+    /// certflow-watcher, certflow-signer and certflow-reporter.
+    pub certflow: NodeImage,
+    /// The demo's TLS server and client (`crates/example-app`).
+    pub example_app: NodeImage,
+}
+
+const PROJECT_IMAGES_COMMAND: &str = "scripts/build-images.sh (make images)";
+
+impl ProjectImages {
+    /// Finds the images in `$CERTFLOW_IMAGES_DIR` when set, else in the
+    /// repository's `target/images/`. A missing one is an error naming the
+    /// command that builds it.
+    pub fn locate() -> Result<Self> {
+        let dir = std::env::var_os("CERTFLOW_IMAGES_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target/images"));
+        let images = ImageList::read(&dir, PROJECT_IMAGES_COMMAND)?;
+        Ok(Self {
+            certflow: images.find("certflow.tar")?,
+            example_app: images.find("example-app.tar")?,
+        })
+    }
+}
+
+/// An `images.txt` (one `<file> <image name>` a line) and its directory.
+struct ImageList {
+    dir: PathBuf,
+    list: PathBuf,
+    entries: Vec<(String, String)>,
+    command: &'static str,
+}
+
+impl ImageList {
+    fn read(dir: &Path, command: &'static str) -> Result<Self> {
+        let list = dir.join("images.txt");
+        let text = std::fs::read_to_string(&list).map_err(|_| Error::NodeToolMissing {
+            what: "the image list".to_owned(),
+            path: list.clone(),
+            command,
+        })?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            list,
+            entries: parse_image_list(&text),
+            command,
+        })
+    }
+
+    /// The image whose file name starts with `prefix`, checked to exist.
+    fn find(&self, prefix: &str) -> Result<NodeImage> {
+        let missing = |path: PathBuf| Error::NodeToolMissing {
+            what: format!("the {prefix} image"),
+            path,
+            command: self.command,
+        };
+        let (file, name) = self
+            .entries
+            .iter()
+            .find(|(file, _)| file.starts_with(prefix))
+            .ok_or_else(|| missing(self.list.clone()))?;
+        let tar = self.dir.join(file);
+        if !tar.is_file() {
+            return Err(missing(tar));
+        }
+        Ok(NodeImage {
+            tar,
+            name: name.clone(),
         })
     }
 }
