@@ -6,6 +6,7 @@
 //! (`certflow-watcher setup-bus`, as an operator does) for the test's bus
 //! prefix and flags.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,18 +53,7 @@ pub struct Service {
 impl Service {
     /// The service's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await
-        else {
-            return String::new();
-        };
-        let request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-        if stream.write_all(request.as_bytes()).await.is_err() {
-            return String::new();
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response).await;
-        response
+        metrics_at(SocketAddr::from(([127, 0, 0, 1], self.metrics_port))).await
     }
 
     /// Whether the service's gRPC health check (readiness) answers SERVING;
@@ -404,4 +394,20 @@ impl Services {
             let _ = service.process.terminate(Duration::from_secs(20));
         }
     }
+}
+
+/// The `/metrics` text served at `addr` (HTTP/1.0, the whole response with
+/// its headers), or empty when nothing answers.
+pub async fn metrics_at(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response
 }
