@@ -35,7 +35,7 @@ chaos: build ## the full chaos test (500 valid, 100 broken, 30 kills; CERTFLOW_C
 	CERTFLOW_CHAOS_KILLS=$${CERTFLOW_CHAOS_KILLS:-30} \
 	$(CARGO) test -p certflow-e2e --test chaos -- --nocapture
 
-demo: build ## start the control plane and certflow, apply examples/, show what app owners see
+demo: build node-tools images ## start the control plane and a kubelet node, roll certflow out on it from deploy/, apply examples/, show what app owners see (as root)
 	@scripts/demo.sh
 
 demo-down: ## stop what `make demo` started

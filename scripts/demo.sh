@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# `make demo`: a local control plane, certflow's three services as separate
-# processes, and two sample apps — one whose ServiceCertificate has a typo,
-# one that is correct — then what their owners would see.
+# `make demo`: a local control plane and a kubelet node, certflow rolled out
+# on it from deploy/overlays/local-node as real Deployments (their
+# ServiceAccounts, RBAC, probes and NATS users), then examples/: an app whose
+# ServiceCertificate has a typo and one that is correct, and what their
+# owners see. Needs root (the node's containers) and `make node-tools images`
+# (the Makefile runs both).
 #
 # Everything lives in .demo/ and keeps running until `make demo-down`.
-# Running it again reuses what is already up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 state=.demo
-env_dir=$state/env     # the control plane's own state, wiped when it starts
-bin=target/debug
+env_dir=$state/env     # the control plane's and the node's state, wiped when it starts
 logs=$state/logs
-mkdir -p "$logs"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -31,80 +31,62 @@ wait_for() {
 }
 
 if alive "$state/testenv.pid" && [[ -f $env_dir/env.sh ]]; then
-  say "local control plane already running (pid $(cat "$state/testenv.pid"))"
+  say "the local control plane and node already run (pid $(cat "$state/testenv.pid")); make demo-down starts afresh"
 else
-  say "starting the local control plane (etcd, kube-apiserver, kube-controller-manager, nats-server)"
+  say "starting the local control plane and a kubelet node, and rolling certflow out on it"
   scripts/demo-down.sh >/dev/null   # leftovers of a half-stopped demo
   mkdir -p "$logs"
-  setsid nohup "$bin/certflow-testenv" --dir "$env_dir" >"$logs/testenv.log" 2>&1 </dev/null &
-  echo $! >"$state/testenv.pid.tmp"
-  wait_for 120 grep -q '^ready:' "$logs/testenv.log" || { tail -30 "$logs/testenv.log"; exit 1; }
-  mv "$state/testenv.pid.tmp" "$state/testenv.pid"
+  setsid nohup target/debug/certflow-testenv --dir "$env_dir" --node >"$logs/testenv.log" 2>&1 </dev/null &
+  echo $! >"$state/testenv.pid"
+  wait_for 400 grep -q '^ready:' "$logs/testenv.log" || { tail -40 "$logs/testenv.log"; exit 1; }
+  grep -E '^(node|certflow rolled out)' "$logs/testenv.log"
 fi
 # shellcheck source=/dev/null
 source "$env_dir/env.sh"
 
-kubectl apply -f - >/dev/null <<'YAML'
-apiVersion: v1
-kind: Namespace
-metadata: {name: certflow-system}
-YAML
-
-# Each service: its own health and metrics ports on loopback.
-start_service() {
-  local name=$1 port=$2; shift 2
-  if alive "$state/$name.pid"; then
-    echo "$name already running (pid $(cat "$state/$name.pid"))"
-    return
-  fi
-  setsid nohup "$bin/$name" \
-    --nats-url "$CERTFLOW_NATS_URL" \
-    --health-addr "127.0.0.1:$port" \
-    --metrics-addr "127.0.0.1:$((port + 1))" \
-    "$@" >"$logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$state/$name.pid"
-  echo "$name started (pid $!, health 127.0.0.1:$port, metrics http://127.0.0.1:$((port + 1))/metrics)"
-}
-say "starting certflow-watcher, certflow-signer and certflow-reporter"
-start_service certflow-watcher 18081
-start_service certflow-signer 18083 --namespace certflow-system
-start_service certflow-reporter 18085 --grpc-addr 127.0.0.1:18087
+say "kubectl get pods -n certflow-system -o wide (deploy/base, on the node)"
+kubectl get pods -n certflow-system -o wide
 
 say "applying examples/ (a CertificateAuthority, an app with a typo, a correct app)"
 kubectl apply -f examples/
 
 say "waiting for the outcome"
 wait_for 120 kubectl wait -n shop --for=condition=Ready scert/payments-tls --timeout=2s
-wait_for 120 bash -c "kubectl get scert -n shop checkout-tls -o jsonpath='{.status.conditions[0].status}' | grep -q False"
-checkout_has_warning() {
-  local pod
-  pod=$(kubectl get pods -n shop -l app=checkout -o jsonpath='{.items[0].metadata.name}')
-  [[ -n $pod ]] && kubectl describe pod -n shop "$pod" | grep -q 'certflow-reporter'
+wait_for 120 kubectl -n shop rollout status deployment/payments --timeout=2s
+checkout_pod() { kubectl get pods -n shop -l app=checkout -o jsonpath='{.items[0].metadata.name}'; }
+both_events() {
+  local described
+  described=$(kubectl describe pod -n shop "$(checkout_pod)")
+  grep -q 'certflow-reporter' <<<"$described" && grep -q 'FailedMount' <<<"$described"
 }
-wait_for 120 checkout_has_warning
+wait_for 120 both_events
 
-say "kubectl get scert -A"
-kubectl get scert -A
+say "kubectl get pods -n shop"
+kubectl get pods -n shop -o wide
 
-say "kubectl describe pod (checkout: the ServiceCertificate has a typo)"
-kubectl describe pod -n shop -l app=checkout
+say "kubectl describe pod (checkout: its ServiceCertificate has a typo)"
+kubectl describe pod -n shop "$(checkout_pod)"
 
-say "kubectl describe pod (payments: correct)"
-kubectl describe pod -n shop -l app=payments
+say "the owner fixes the typo (what 'kubectl edit scert -n shop checkout-tls' would do): cluster.locl -> cluster.local"
+fixed=$SECONDS
+kubectl patch scert -n shop checkout-tls --type=json \
+  -p '[{"op":"replace","path":"/spec/dnsNames/0","value":"checkout.shop.svc.cluster.local"}]'
+wait_for 120 kubectl -n shop rollout status deployment/checkout --timeout=2s
+echo "checkout Running $((SECONDS - fixed))s after the fix, with no restart:"
+kubectl get pods -n shop -l app=checkout
 
-say "the payments certificate, from its Secret"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-kubectl get secret -n shop payments-tls -o jsonpath='{.data.tls\.crt}' | base64 -d >"$tmp/chain.pem"
-kubectl get secret -n shop payments-tls -o jsonpath='{.data.ca\.crt}' | base64 -d >"$tmp/ca.pem"
-openssl x509 -in "$tmp/chain.pem" -noout -subject -issuer -dates -ext subjectAltName
-openssl verify -CAfile "$tmp/ca.pem" "$tmp/chain.pem"
+say "a client Pod verifies payments against ca.crt (examples/client/verify-payments.yaml)"
+payments_ip=$(kubectl get pods -n shop -l app=payments -o jsonpath='{.items[0].status.podIP}')
+sed "s/PAYMENTS_ADDRESS/$payments_ip:8443/" examples/client/verify-payments.yaml | kubectl apply -f -
+wait_for 120 bash -c "kubectl logs -n shop shop-client 2>/dev/null | grep -q '^verified '"
+kubectl logs -n shop shop-client | grep -m1 '^verified '
 
 say "poke at it further"
 cat <<TEXT
-  source $env_dir/env.sh       # KUBECONFIG, CERTFLOW_NATS_URL and kubectl on PATH
+  source $env_dir/env.sh       # KUBECONFIG and kubectl on PATH
   kubectl get scert -A
-  kubectl edit scert -n shop checkout-tls   # fix the typo: cluster.locl -> cluster.local
-  tail -f $logs/certflow-signer.log
+  kubectl get pods -A -o wide
+  kubectl logs -n shop shop-client -f                    # one verification every 2 s
+  kubectl logs -n certflow-system deploy/certflow-signer
   make demo-down                 # stop everything
 TEXT

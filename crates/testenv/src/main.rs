@@ -1,7 +1,8 @@
 //! `certflow-testenv`: runs the local control plane until interrupted, for
 //! the demo, benchmarks and poking around by hand, with the bus set up for
 //! the default prefix (`certflow`) so that services started with default
-//! flags find their streams.
+//! flags find their streams. With `--node`, also a local kubelet node with
+//! certflow rolled out on it from `deploy/overlays/local-node` (`make demo`).
 
 use std::path::PathBuf;
 
@@ -19,6 +20,11 @@ struct Args {
     /// new credentials.
     #[arg(long, env = "CERTFLOW_TESTENV_DIR", default_value = ".env-state")]
     dir: PathBuf,
+    /// Also start a kubelet node (as root; built by `make node-tools`) and
+    /// roll certflow out on it from deploy/overlays/local-node, with the
+    /// images `make images` built.
+    #[arg(long)]
+    node: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -57,6 +63,22 @@ async fn main() -> anyhow::Result<()> {
     for (name, pid) in env.pids() {
         println!("{name} pid={pid}");
     }
+    // Declared after `env`, so dropped before it: the node's kubelet
+    // deregisters while the API server still runs.
+    let node = if args.node {
+        let node = certflow_testenv::Node::start(&env).await?;
+        println!(
+            "node: {} at {} (logs in {})",
+            node.name(),
+            node.ip(),
+            node.dir().display()
+        );
+        let certflow = certflow_testenv::CertflowOnNode::deploy(&env, &node).await?;
+        println!("certflow rolled out from {}", certflow.overlay().display());
+        Some(node)
+    } else {
+        None
+    };
     println!("kube-apiserver: {}", env.api_url());
     println!("nats: {}", env.nats_url());
     println!("logs: {}", dir.display());
@@ -68,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     println!("stopping the local control plane");
+    drop(node);
     drop(env);
     Ok(())
 }
