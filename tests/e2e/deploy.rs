@@ -1924,3 +1924,92 @@ async fn the_image_holds_every_binary_the_manifests_run_as_the_user_they_expect(
         );
     }
 }
+
+/// One file of an OCI image layout tar (`tar -xOf`).
+fn tar_member(tar: &Path, member: &str) -> Vec<u8> {
+    let output = run(
+        std::process::Command::new("tar")
+            .arg("-xOf")
+            .arg(tar)
+            .arg(member),
+        "",
+    );
+    assert!(output.status.success(), "{member} in {}", tar.display());
+    output.stdout
+}
+
+#[tokio::test]
+async fn the_image_built_without_docker_is_the_one_the_dockerfile_describes() {
+    let images = certflow_testenv::ProjectImages::locate()
+        .unwrap_or_else(|err| panic!("the project's images: {err}"));
+    let tar = &images.certflow.tar;
+    let json = |bytes: Vec<u8>| -> Value { serde_json::from_slice(&bytes).expect("JSON") };
+    let blob = |digest: &Value| {
+        let digest = digest.as_str().expect("a digest");
+        format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+    };
+    let index = json(tar_member(tar, "index.json"));
+    let manifest = json(tar_member(tar, &blob(&index["manifests"][0]["digest"])));
+    let config = json(tar_member(tar, &blob(&manifest["config"]["digest"])))["config"].clone();
+    let layer = blob(&manifest["layers"][0]["digest"]);
+    let layer_path = std::env::temp_dir().join(unique_name("certflow-layer"));
+    std::fs::write(&layer_path, tar_member(tar, &layer)).expect("layer");
+    let files = run_ok(
+        std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(&layer_path),
+        "",
+    );
+    std::fs::remove_file(&layer_path).expect("remove the layer");
+
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).expect("Dockerfile");
+    let last = |prefix: &str| -> String {
+        dockerfile
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("the Dockerfile has {prefix}"))
+            .to_owned()
+    };
+    assert_eq!(config["User"], last("USER "), "the same user");
+    let command: Value = serde_json::from_str(&last("CMD ")).expect("CMD is JSON");
+    assert_eq!(config["Cmd"], command, "the same command");
+    let entrypoint: Value = serde_json::from_str(&last("ENTRYPOINT ")).expect("ENTRYPOINT is JSON");
+    assert_eq!(
+        config["Entrypoint"], entrypoint,
+        "the same (empty) entrypoint"
+    );
+    let exposed: BTreeSet<String> = last("EXPOSE ")
+        .split_whitespace()
+        .map(|port| format!("{port}/tcp"))
+        .collect();
+    let image_exposed: BTreeSet<String> = config["ExposedPorts"]
+        .as_object()
+        .expect("ExposedPorts")
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(image_exposed, exposed, "the same ports");
+    let copied: BTreeSet<&str> = dockerfile
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("target/release/"))
+        .collect();
+    assert_eq!(
+        copied.len(),
+        3,
+        "the Dockerfile copies three binaries: {copied:?}"
+    );
+    for binary in copied {
+        assert!(
+            files
+                .lines()
+                .any(|f| f == format!("./usr/local/bin/{binary}")),
+            "the image holds /usr/local/bin/{binary}:\n{files}"
+        );
+    }
+    let binaries = files
+        .lines()
+        .filter(|f| f.starts_with("./usr/local/bin/") && !f.ends_with('/'))
+        .count();
+    assert_eq!(binaries, 3, "and nothing else in /usr/local/bin:\n{files}");
+}
