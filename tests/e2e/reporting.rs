@@ -818,3 +818,137 @@ async fn a_second_reporter_knows_the_failures_from_status_and_continues_the_same
     )
     .await;
 }
+
+/// A Pod that appears after a failure's outcome was handled but before the
+/// failing status reached the reporter (the signer publishes the outcome,
+/// then writes the status) is told once the status says so. No signer runs
+/// here: the test publishes the outcome and writes the status itself, with
+/// the Pod created between the two, which a signer leaves to chance.
+#[tokio::test]
+async fn a_pod_appearing_between_the_outcome_and_the_failing_status_is_told() {
+    let env = certflow_testenv::shared();
+    let ns = env.create_namespace("gap").await.expect("namespace");
+    let mut services = certflow_e2e::services::Services::start(env, &ns, 0).await;
+    let client = env.client().await.expect("client");
+    let scerts: Api<ServiceCertificate> = Api::namespaced(client.clone(), &ns);
+    let scert = scerts
+        .create(
+            &kube::api::PostParams::default(),
+            &ServiceCertificate::new(
+                "gap",
+                ServiceCertificateSpec {
+                    secret_name: "gap-tls".into(),
+                    dns_names: vec![format!("gap.{ns}.svc")],
+                    issuer_ref: Some(IssuerRef::named("no-such-ca")),
+                    ..ServiceCertificateSpec::default()
+                },
+            ),
+        )
+        .await
+        .expect("create the ServiceCertificate");
+    eventually("the reporter to be ready", WAIT, || async {
+        services.reporters[0].serving().await.filter(|s| *s)
+    })
+    .await;
+
+    let failed = Failed {
+        reason: "IssuerNotFound".into(),
+        field_path: "spec.issuerRef.name".into(),
+        value: "no-such-ca".into(),
+        message: "CertificateAuthority \"no-such-ca\" does not exist".into(),
+        suggestion: String::new(),
+        permanent: true,
+        attempts: 1,
+    };
+    let nats = async_nats::connect(env.nats_url()).await.expect("NATS");
+    let topology = Topology::new(&services.bus_prefix).expect("topology");
+    Publisher::new(async_nats::jetstream::new(nats), topology)
+        .publish_outcome(
+            &Outcome {
+                schema_version: SCHEMA_VERSION,
+                namespace: ns.clone(),
+                name: "gap".into(),
+                uid: scert.uid().expect("uid"),
+                generation: scert.metadata.generation.unwrap_or_default(),
+                secret_name: "gap-tls".into(),
+                result: Some(outcome::Result::Failed(failed.clone())),
+                occurred_at: Some(std::time::SystemTime::now().into()),
+                work_id: "e2e-gap".into(),
+            },
+            &TraceId::generate(),
+        )
+        .await
+        .expect("publish the outcome");
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let warned = |name: &'static str| {
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|e| e.reporting_controller.as_deref() == Some("certflow-reporter"))
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+                .find(|e| e.reason.as_deref() == Some("IssuerNotFound"))
+        }
+    };
+    eventually(
+        "the outcome's Warning on the ServiceCertificate",
+        WAIT,
+        || warned("gap"),
+    )
+    .await;
+
+    // The Pod appears now: the outcome has told everyone it knew of, and
+    // the status does not say "failing" yet.
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "gap-app"},
+        "spec": {
+            "containers": [{"name": "app", "image": "app",
+                "volumeMounts": [{"name": "tls", "mountPath": "/tls"}]}],
+            "volumes": [{"name": "tls", "secret": {"secretName": "gap-tls"}}]
+        }
+    }))
+    .expect("a Pod");
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(&kube::api::PostParams::default(), &pod)
+        .await
+        .expect("create the Pod");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        warned("gap-app").await.is_none(),
+        "not told before the status says failing"
+    );
+
+    // The signer's status write, late.
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = serde_json::json!({"status": {
+        "conditions": [{"type": "Ready", "status": "False", "reason": failed.reason,
+            "message": failed.message, "lastTransitionTime": now}],
+        "lastFailure": {"reason": failed.reason, "message": failed.message,
+            "fieldPath": failed.field_path, "value": failed.value, "time": now},
+    }});
+    scerts
+        .patch_status(
+            "gap",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        )
+        .await
+        .expect("write the failing status");
+    let told = eventually(
+        "the Pod's Warning once the status says failing",
+        WAIT,
+        || warned("gap-app"),
+    )
+    .await;
+    assert_eq!(
+        told.series.map_or(1, |s| s.count),
+        1,
+        "told once: {:?}",
+        told.note
+    );
+    services.stop();
+}

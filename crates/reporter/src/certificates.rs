@@ -264,6 +264,16 @@ impl CertificateIndex {
         failing
     }
 
+    /// Whether the status of some ServiceCertificate writing Secret
+    /// `secret_name` says how it went: Ready or failing. False while every
+    /// one is in flight, and when none is known (not seen yet, or the
+    /// Secret is not certflow's).
+    pub fn has_verdict(&self, namespace: &str, secret_name: &str) -> bool {
+        self.writing(namespace, secret_name)
+            .iter()
+            .any(|c| c.failure.is_some() || c.ready_since.is_some())
+    }
+
     /// The `(namespace, secret name)` of every Secret a failing
     /// ServiceCertificate writes.
     pub fn failing_secrets(&self) -> BTreeSet<Key> {

@@ -36,6 +36,12 @@ const CONCURRENT_NEW_PODS: usize = 16;
 /// Attempts at telling a new Pod about a failure (1 s, 2 s, 4 s apart).
 const NEW_POD_ATTEMPTS: u32 = 4;
 
+/// When a new Pod's Secret has no verdict yet, how long after the Pod
+/// appeared its certificate's status is looked at again: 1 s, then twice
+/// as long each time, up to [`VERDICT_WAIT`] in all.
+const VERDICT_FIRST_LOOK: Duration = Duration::from_secs(1);
+const VERDICT_WAIT: Duration = Duration::from_secs(60);
+
 /// The Pods present at start-up that consume a failing Secret, and the
 /// failures among theirs that were reported already, with their Warning
 /// ([`LatePods::present_at_start`]).
@@ -69,6 +75,59 @@ impl LatePods {
                 .flat_map(|secret| cache.failing_for(&pod.namespace, secret))
                 .collect()
         })
+    }
+
+    /// Whether a Secret `pod` consumes has no verdict yet: no
+    /// ServiceCertificate in the cache writes it as Ready or failing (it is
+    /// in flight, or the cache has not seen it yet, or no ServiceCertificate
+    /// writes it at all, which the cache cannot tell apart).
+    pub fn awaits_verdict(&self, pod: &PodSummary) -> bool {
+        self.certificates.read(|cache| {
+            pod.secrets
+                .iter()
+                .any(|secret| !cache.has_verdict(&pod.namespace, secret))
+        })
+    }
+
+    /// Looks again, with growing pauses for up to [`VERDICT_WAIT`], at the
+    /// certificates of a Pod that appeared while a Secret of its had no
+    /// verdict ([`Self::awaits_verdict`]), and tells it a failure the
+    /// status then reports, unless it has the Warning already.
+    ///
+    /// This closes the window between a failure's outcome and its status:
+    /// the signer publishes the outcome before it writes the status, so a
+    /// Pod that appears after the outcome was handled (which told only the
+    /// Pods known then) and before the cache holds the failing status would
+    /// otherwise be told by no one.
+    #[instrument(skip_all, fields(namespace = %pod.namespace, pod = %pod.name))]
+    pub async fn await_verdict(&self, pod: PodSummary) {
+        let mut pause = VERDICT_FIRST_LOOK;
+        let mut waited = Duration::ZERO;
+        while waited < VERDICT_WAIT {
+            tokio::time::sleep(pause).await;
+            waited += pause;
+            pause *= 2;
+            let failures = self.failures_for(&pod);
+            if !failures.is_empty() {
+                for certificate in failures {
+                    let Some(failure) = &certificate.failure else {
+                        continue;
+                    };
+                    let notice = failure.notice();
+                    if !matches!(
+                        self.delivery.was_told(&pod.object_ref(), &notice).await,
+                        Ok(true)
+                    ) {
+                        self.tell_pod(&pod, &certificate, &notice).await;
+                    }
+                }
+                return;
+            }
+            if !self.awaits_verdict(&pod) {
+                return;
+            }
+        }
+        debug!("no verdict for the Pod's Secrets; no longer waiting for one");
     }
 
     /// Tells a Pod that just appeared about every failure of the Secrets it
@@ -268,7 +327,8 @@ impl PodObserver for PodEvents {
     }
 
     fn appeared(&self, pod: PodSummary) {
-        // Most Pods consume no failing Secret; only those cost a task.
+        // Most Pods consume no failing Secret and no Secret in flight; only
+        // those cost a task.
         if !self.late.failures_for(&pod).is_empty() {
             let late = self.late.clone();
             let slots = self.slots.clone();
@@ -278,6 +338,9 @@ impl PodObserver for PodEvents {
                 };
                 late.pod_appeared(pod).await;
             });
+        } else if self.late.awaits_verdict(&pod) {
+            let late = self.late.clone();
+            tokio::spawn(async move { late.await_verdict(pod).await });
         }
     }
 }

@@ -259,3 +259,22 @@ fn nothing_is_cleared_by_a_first_issuance_or_across_a_recreation() {
         "re-created"
     );
 }
+
+#[test]
+fn a_secret_has_a_verdict_once_a_certificate_writing_it_is_ready_or_failing() {
+    let in_flight = Scert::new("web", "web-tls");
+    let failing = Scert::new("db", "db-tls").failed("IssuerNotFound", "no CA", 10);
+    let issued = Scert::new("api", "api-tls").issued("0a", 10);
+    let index = synced(&[&in_flight, &failing, &issued]);
+    assert!(!index.has_verdict("shop", "web-tls"), "in flight");
+    assert!(index.has_verdict("shop", "db-tls"), "failing");
+    assert!(index.has_verdict("shop", "api-tls"), "Ready");
+    assert!(
+        !index.has_verdict("shop", "app-config"),
+        "no certificate writes it"
+    );
+    assert!(
+        !index.has_verdict("elsewhere", "db-tls"),
+        "another namespace"
+    );
+}
