@@ -330,7 +330,7 @@ async fn a_signer_scaled_during_a_burst_issues_each_certificate_once(
     client: &kube::Client,
     node: &Node,
 ) {
-    const COUNT: usize = 30;
+    const COUNT: usize = 40;
     let ns = env.create_namespace("burst").await.expect("namespace");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let certificates = tokio::spawn(async move {

@@ -114,17 +114,7 @@ impl Running {
 
     /// Waits (at most 10 s) for a line starting with `prefix`.
     async fn line_starting(&mut self, prefix: &str) -> Option<String> {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(line) = self.lines.recv().await {
-                if line.starts_with(prefix) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
+        self.lines_until(prefix).await.1
     }
 
     fn check_options(&self, ca: PathBuf) -> CheckOptions {
@@ -138,20 +128,29 @@ fn write_ca(dir: &Path, name: &str, ca: &TestCa) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
-#[tokio::test]
-async fn check_verifies_the_served_leaf_and_prints_its_serial() -> TestResult {
-    let ca = TestCa::new("Example CA")?;
-    let (certificate, key) = ca.leaf(&[0x1f, 0x2e, 0x3d])?;
+/// A server for a leaf of `ca` with `serial`, in a fresh volume that also
+/// holds `ca.pem`; returns once it serves.
+async fn serving(
+    ca: &TestCa,
+    serial: &[u8],
+) -> Result<(tempfile::TempDir, PathBuf, Running, Option<String>), Box<dyn std::error::Error>> {
+    let (certificate, key) = ca.leaf(serial)?;
     let volume = tempfile::tempdir()?;
     publish(
         volume.path(),
         1,
         &[("tls.crt", &certificate), ("tls.key", &key)],
     )?;
-    let ca_file = write_ca(volume.path(), "ca.pem", &ca)?;
-
+    let ca_file = write_ca(volume.path(), "ca.pem", ca)?;
     let mut server = start_server(volume.path()).await?;
-    let serving = server.line_starting("serving serial").await;
+    let line = server.line_starting("serving serial").await;
+    Ok((volume, ca_file, server, line))
+}
+
+#[tokio::test]
+async fn check_verifies_the_served_leaf_and_prints_its_serial() -> TestResult {
+    let ca = TestCa::new("Example CA")?;
+    let (_volume, ca_file, server, serving) = serving(&ca, &[0x1f, 0x2e, 0x3d]).await?;
     assert_eq!(
         serving.as_deref().and_then(|line| line.split(' ').nth(2)),
         Some("1f2e3d"),
@@ -180,17 +179,8 @@ async fn check_verifies_the_served_leaf_and_prints_its_serial() -> TestResult {
 async fn check_against_another_ca_fails_naming_the_unknown_issuer() -> TestResult {
     let ca = TestCa::new("Example CA")?;
     let stranger = TestCa::new("Some Other CA")?;
-    let (certificate, key) = ca.leaf(&[0x42])?;
-    let volume = tempfile::tempdir()?;
-    publish(
-        volume.path(),
-        1,
-        &[("tls.crt", &certificate), ("tls.key", &key)],
-    )?;
+    let (volume, _, server, _) = serving(&ca, &[0x42]).await?;
     let other_ca_file = write_ca(volume.path(), "other-ca.pem", &stranger)?;
-
-    let mut server = start_server(volume.path()).await?;
-    server.line_starting("serving serial").await;
 
     let (sender, mut lines) = mpsc::unbounded_channel();
     let options = server.check_options(other_ca_file);
@@ -207,17 +197,7 @@ async fn check_against_another_ca_fails_naming_the_unknown_issuer() -> TestResul
 #[tokio::test]
 async fn check_with_the_wrong_name_fails_naming_the_name() -> TestResult {
     let ca = TestCa::new("Example CA")?;
-    let (certificate, key) = ca.leaf(&[0x43])?;
-    let volume = tempfile::tempdir()?;
-    publish(
-        volume.path(),
-        1,
-        &[("tls.crt", &certificate), ("tls.key", &key)],
-    )?;
-    let ca_file = write_ca(volume.path(), "ca.pem", &ca)?;
-
-    let mut server = start_server(volume.path()).await?;
-    server.line_starting("serving serial").await;
+    let (_volume, ca_file, server, _) = serving(&ca, &[0x43]).await?;
 
     let options = CheckOptions::new(server.addr.clone(), "other.example", ca_file);
     let line = check_once(&options).await.line(&options);
