@@ -233,8 +233,17 @@ impl Handler {
             .map_err(Error::kube("reading the Secret"))
     }
 
-    /// Generates a key off the async workers: RSA takes tens of milliseconds.
+    /// Generates a key: RSA, which takes tens of milliseconds, off the async
+    /// workers; an elliptic-curve key (well under a millisecond) in place:
+    /// the hand-over to the blocking pool and back cost more CPU than the
+    /// key (the signer's CPU per ECDSA issuance fell by about 7 % without
+    /// it, docs/design/20261203-burst-cpu.md).
     async fn generate_key(&self, spec: certflow_pki::KeySpec) -> Result<PrivateKey, Error> {
+        if !matches!(spec, certflow_pki::KeySpec::Rsa { .. }) {
+            return Ok(self
+                .metrics
+                .time_key_generation(|| PrivateKey::generate(spec))?);
+        }
         let metrics = self.metrics.clone();
         let key = tokio::task::spawn_blocking(move || {
             metrics.time_key_generation(|| PrivateKey::generate(spec))
