@@ -14,8 +14,9 @@
 //! created them). It never touches another interface, iptables, or the
 //! host's DNS: Pods get the node's own `resolv.conf`.
 //!
-//! Dropping a `Node` stops the kubelet, removes every container through
-//! containerd, stops containerd, and then sweeps what could survive that:
+//! Dropping a `Node` stops kube-scheduler and the kubelet, removes every
+//! container through containerd, stops containerd, closes the API
+//! forwarder, and then sweeps what could survive that:
 //! shims (they escape the parent-death signal), processes in Pod cgroups,
 //! mounts under the node's directory (Secret tmpfs, overlay root
 //! filesystems, network namespaces), the `/kubepods` cgroups, and the
@@ -155,9 +156,11 @@ pub struct Footprint {
 
 impl Node {
     /// Starts a node in `<env dir>/node-<pid>-<n>`: creates its interface,
-    /// starts containerd, imports the pause and busybox images, starts the
-    /// kubelet with a `system:node:<name>` client certificate from the
-    /// environment's client CA, and waits until the Node object is Ready.
+    /// starts containerd, imports the pause, busybox and NATS images, starts
+    /// the kubelet with a `system:node:<name>` client certificate from the
+    /// environment's client CA, waits until the Node object is Ready, then
+    /// starts kube-scheduler and forwards the node's address to the API
+    /// server ([`Node::api_address`]).
     /// Fails, leaving nothing behind, when a tool or image is missing (the
     /// error names the command that builds it) or a step fails.
     pub async fn start(env: &TestEnv) -> Result<Self> {
@@ -233,11 +236,6 @@ impl Node {
             self.ctr(&["images", "import", &image.tar.display().to_string()])?;
         }
         Ok(())
-    }
-
-    /// The imported nats-server image.
-    pub fn nats_image(&self) -> &NodeImage {
-        &self.tools.nats_image
     }
 
     /// The name of the imported busybox image (never pulled: `IfNotPresent`
