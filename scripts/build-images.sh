@@ -34,9 +34,8 @@ while (($#)); do
   esac
 done
 
-log() { printf '[build-images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-
+# shellcheck source=lib/common.sh
+source "$here/lib/common.sh"
 # shellcheck source=lib/oci-layout.sh
 source "$here/lib/oci-layout.sh"
 

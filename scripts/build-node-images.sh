@@ -22,30 +22,15 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=tool-versions.env
-source "$here/tool-versions.env"
+# shellcheck source=lib/common.sh
+source "$here/lib/common.sh"
 
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools"
 out="$cache_root/node-images-${KUBERNETES_VERSION}"
 
 if [[ "${1:-}" == "--print" ]]; then
   echo "$out"
   exit 0
 fi
-
-log() { printf '[build-node-images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-
-apt_install() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  ((${#missing[@]})) || return 0
-  [[ $(id -u) -eq 0 ]] || die "not root: run 'sudo apt-get update && sudo apt-get install -y ${missing[*]}'"
-  log "installing ${missing[*]} with apt"
-  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]}"
-}
 
 # shellcheck source=lib/oci-layout.sh
 source "$here/lib/oci-layout.sh"

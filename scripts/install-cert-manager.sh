@@ -29,8 +29,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=tool-versions.env
-source "$here/tool-versions.env"
+# shellcheck source=lib/common.sh
+source "$here/lib/common.sh"
 : "${CERT_MANAGER_VERSION:?CERT_MANAGER_VERSION is not set in scripts/tool-versions.env}"
 
 prefix="${XDG_CACHE_HOME:-$HOME/.cache}/certflow/cert-manager/$CERT_MANAGER_VERSION"
@@ -44,9 +44,6 @@ case "${1:-}" in
   "") ;;
   *) echo "usage: $0 [--print|--print-crds]" >&2; exit 2 ;;
 esac
-
-log() { printf '[install-cert-manager %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
 
 command -v go >/dev/null || die "go is not on PATH; install Go 1.26"
 mkdir -p "$bin" "$work"

@@ -16,10 +16,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=tool-versions.env
-source "$here/tool-versions.env"
+# shellcheck source=lib/common.sh
+source "$here/lib/common.sh"
 
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools"
 tag="node-k8s-${KUBERNETES_VERSION}_containerd-${CONTAINERD_VERSION}_runc-${RUNC_VERSION}_cni-${CNI_PLUGINS_VERSION}"
 prefix="$cache_root/$tag"
 bin="$prefix/bin"
@@ -30,27 +29,12 @@ if [[ "${1:-}" == "--print" ]]; then
   exit 0
 fi
 
-log() { printf '[install-node-tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-
 command -v go >/dev/null || die "go is not on PATH; install Go 1.26 (e.g. apt-get install golang-go, or from the Go toolchain image)"
 mkdir -p "$bin" "$work"
 export GOFLAGS="-mod=mod"
 export CGO_ENABLED=0
 
 have() { [[ -x "$bin/$1" ]]; }
-
-# apt_install PACKAGE...: installs the Debian packages not installed yet.
-apt_install() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  ((${#missing[@]})) || return 0
-  [[ $(id -u) -eq 0 ]] || die "not root: run 'sudo apt-get update && sudo apt-get install -y ${missing[*]}'"
-  log "installing ${missing[*]} with apt"
-  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]}"
-}
 
 build_containerd() {
   have containerd && have containerd-shim-runc-v2 && have ctr && return 0

@@ -20,10 +20,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=tool-versions.env
-source "$here/tool-versions.env"
+# shellcheck source=lib/common.sh
+source "$here/lib/common.sh"
 
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/certflow/tools"
 tag="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_nats-${NATS_SERVER_VERSION}"
 prefix="$cache_root/$tag"
 bin="$prefix/bin"
@@ -48,9 +47,6 @@ if [[ "${1:-}" == "--print-newest" ]]; then
   echo "$(release_prefix "$KUBE_NEWEST_VERSION")/bin"
   exit 0
 fi
-
-log() { printf '[install-tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
 
 command -v go >/dev/null || die "go is not on PATH; install Go 1.26 (e.g. apt-get install golang-go, or from the Go toolchain image)"
 mkdir -p "$bin" "$work" "$helm_bin"
