@@ -21,6 +21,7 @@ use certflow_e2e::manifests::{
 };
 use certflow_e2e::report_api;
 use certflow_e2e::services::binary;
+use certflow_e2e::workload::consuming_pod;
 use certflow_e2e::{eventually, run, run_ok};
 use certflow_proto::v1::report_request::Regarding;
 use certflow_proto::v1::{EventType, ReportRequest, ServiceCertificateRef};
@@ -1455,17 +1456,11 @@ async fn the_services_issue_a_certificate_with_only_the_manifests_service_accoun
         )
         .await
         .expect("apply the ServiceCertificate with a typo");
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "typo-app"},
-        "spec": {
-            "containers": [{"name": "app", "image": "app",
-                "volumeMounts": [{"name": "tls", "mountPath": "/tls"}]}],
-            "volumes": [{"name": "tls", "secret": {"secretName": "typo-tls"}}]
-        }
-    }))
-    .expect("a Pod");
     Api::<Pod>::namespaced(client.clone(), &app)
-        .create(&PostParams::default(), &pod)
+        .create(
+            &PostParams::default(),
+            &consuming_pod("typo-app", "typo-tls"),
+        )
         .await
         .expect("create the Pod mounting typo-tls");
     let events: Api<Event> = Api::namespaced(client.clone(), &app);

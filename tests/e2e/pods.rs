@@ -22,12 +22,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use certflow_api::ServiceCertificate;
-use certflow_e2e::services::metrics_at;
+use certflow_e2e::manifests::repo_root;
+use certflow_e2e::services::{metrics_at, sum_metric};
 use certflow_e2e::{eventually, run, run_ok};
 use certflow_testenv::on_node::NAMESPACE;
 use certflow_testenv::{CertflowOnNode, Node, TestEnv};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 
@@ -90,7 +92,9 @@ async fn certflows_pods_are_ready_as_the_image_user(client: &kube::Client) {
         }
         let run_as = spec.security_context.as_ref().and_then(|s| s.run_as_user);
         assert_eq!(run_as, Some(65532), "{name} runs as 65532");
-        seen.insert(name.rsplitn(3, '-').last().unwrap_or_default().to_owned());
+        if let Some(component) = pod.labels().get("app.kubernetes.io/name") {
+            seen.insert(component.clone());
+        }
     }
     eprintln!("Ready: {seen:?}");
     for component in ["certflow-watcher", "certflow-signer", "certflow-reporter"] {
@@ -442,11 +446,7 @@ async fn a_signer_scaled_during_a_burst_issues_each_certificate_once(
             .and_then(|s| s.pod_ip.clone())
             .expect("an IP");
         let text = metrics_at(format!("{ip}:9090").parse().expect("addr")).await;
-        let issued: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("certflow_signer_certificates_issued_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .fold(0.0, |sum, n| sum + n);
+        let issued = sum_metric(&text, "certflow_signer_certificates_issued_total");
         eprintln!(
             "signer {name} on {}: {issued} certificates issued",
             node.name()
@@ -500,5 +500,5 @@ fn logs(env: &TestEnv, namespace: &str, pod: &str) -> String {
 }
 
 fn repo_path(path: &str) -> String {
-    format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
+    repo_root().join(path).display().to_string()
 }

@@ -11,6 +11,7 @@ use certflow_api::{IssuerPolicy, IssuerRef, ServiceCertificate, ServiceCertifica
 use certflow_bus::{Publisher, Topology, TraceId};
 use certflow_e2e::report_api::{self, report};
 use certflow_e2e::tenant::Tenant;
+use certflow_e2e::workload::consuming_pod;
 use certflow_e2e::{eventually, run_ok};
 use certflow_proto::v1::{EventType, Failed, Outcome, SCHEMA_VERSION, outcome};
 use futures::StreamExt as _;
@@ -903,23 +904,21 @@ async fn a_pod_appearing_between_the_outcome_and_the_failing_status_is_told() {
 
     // The Pod appears now: the outcome has told everyone it knew of, and
     // the status does not say "failing" yet.
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "gap-app"},
-        "spec": {
-            "containers": [{"name": "app", "image": "app",
-                "volumeMounts": [{"name": "tls", "mountPath": "/tls"}]}],
-            "volumes": [{"name": "tls", "secret": {"secretName": "gap-tls"}}]
-        }
-    }))
-    .expect("a Pod");
     Api::<Pod>::namespaced(client.clone(), &ns)
-        .create(&kube::api::PostParams::default(), &pod)
+        .create(
+            &kube::api::PostParams::default(),
+            &consuming_pod("gap-app", "gap-tls"),
+        )
         .await
         .expect("create the Pod");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reporter = &services.reporters[0];
+    eventually("the reporter to index the Pod", WAIT, || async {
+        (reporter.metric_sum("certflow_reporter_pods_indexed").await >= 1.0).then_some(())
+    })
+    .await;
     assert!(
         warned("gap-app").await.is_none(),
-        "not told before the status says failing"
+        "indexed, and not told while the status does not say failing"
     );
 
     // The signer's status write, late.

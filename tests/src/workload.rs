@@ -255,7 +255,7 @@ pub fn secret_name(name: &str) -> String {
 
 /// A bare Pod mounting `secret`; without a kubelet it stays Pending, which
 /// is all the reporter needs to find it.
-fn consuming_pod(name: &str, secret: &str) -> Pod {
+pub fn consuming_pod(name: &str, secret: &str) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
